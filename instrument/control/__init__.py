@@ -1,0 +1,1 @@
+"""Control: everything that turns performer input into :mod:`instrument.control.commands`."""
