@@ -9,6 +9,7 @@ form (``str(cmd)``) that :func:`parse` reads back, so a score file is just timed
     bend 0.5             # -1..1, scaled by bend_range_st
     param gain_db -6
     gate 1               # drone voice at drone_hz on/off
+    freeze 1             # ignore latent moves until 'freeze 0'
     alloff
     patch patches/default.toml
 """
@@ -111,6 +112,16 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class FreezeLatent:
+    """While frozen, SetLatent commands are ignored (e.g. to hold a followed position)."""
+
+    on: bool
+
+    def __str__(self) -> str:
+        return f"freeze {int(self.on)}"
+
+
+@dataclass(frozen=True)
 class AllNotesOff:
     def __str__(self) -> str:
         return "alloff"
@@ -128,7 +139,8 @@ class LoadPatch:
         return f"patch {self.path}"
 
 
-Command = SetLatent | NoteOn | NoteOff | PitchBend | SetParam | Gate | AllNotesOff | LoadPatch
+Command = (SetLatent | NoteOn | NoteOff | PitchBend | SetParam | Gate | FreezeLatent | AllNotesOff
+           | LoadPatch)
 
 
 def _num(tok: str, what: str) -> float:
@@ -146,7 +158,7 @@ def parse(text: str) -> Command:
         raise ControlError("command: got an empty line; write e.g. 'note 60 0.8'")
     verb, args = toks[0], toks[1:]
     arity = {"latent": 2, "latent_x": 1, "latent_y": 1, "note": (1, 2), "off": 1, "bend": 1,
-             "param": 2, "gate": 1, "alloff": 0, "patch": 1}
+             "param": 2, "gate": 1, "freeze": 1, "alloff": 0, "patch": 1}
     if verb not in arity:
         raise ControlError(describe("command verb", verb, ", ".join(arity), "use a listed verb"))
     want = arity[verb]
@@ -172,6 +184,8 @@ def parse(text: str) -> Command:
         return SetParam(args[0], _num(args[1], f"param {args[0]}"))
     if verb == "gate":
         return Gate(bool(_num(args[0], "gate")))
+    if verb == "freeze":
+        return FreezeLatent(bool(_num(args[0], "freeze")))
     if verb == "alloff":
         return AllNotesOff()
     return LoadPatch(args[0])
