@@ -59,6 +59,9 @@ TARGET_HELP = ("latent.x, latent.y, param.<name> (" + ", ".join(sorted(params.PA
 RESERVED_CC = {6: "data entry MSB", 38: "data entry LSB", 96: "data increment",
                97: "data decrement", 98: "NRPN LSB", 99: "NRPN MSB", 100: "RPN LSB",
                101: "RPN MSB"}
+# OSC alias targets (besides param.<name> and note.<n>), as the OSC server understands them.
+OSC_TARGETS = ("", "latent.x", "latent.y", "note", "velocity", "bend", "gate", "freeze",
+               "alloff")
 MAX_DEADBAND = 0.5
 MAX_SMOOTH_MS = 5000.0
 
@@ -108,32 +111,17 @@ class MidiMap:
 
 @dataclass(frozen=True)
 class OscAlias:
-    """One ``[[osc]]`` entry: argument i of ``address`` feeds ``args[i]`` (or "" to skip)."""
+    """One ``[[osc]]`` entry: argument i of ``address`` feeds ``args[i]`` ("" skips it).
+
+    The OSC server carries it out: ``server.add_alias(a.address, list(a.args),
+    list(a.invert), a.swap)``; targets are those of :data:`OSC_TARGETS` plus ``param.<name>``
+    and ``note.<n>``.
+    """
 
     address: str
     args: tuple[str, ...]
     invert: tuple[bool, ...]
-
-    def commands(self, values: Sequence[float]) -> list[Command]:
-        """Commands for one message's numeric arguments (latent axes merged into one)."""
-        out: list[Command] = []
-        x = y = None
-        for target, inv, v in zip(self.args, self.invert, values, strict=False):
-            if not target or not math.isfinite(v):
-                continue
-            u = 1.0 - v if inv else v
-            u = min(1.0, max(0.0, u))
-            if target == "latent.x":
-                x = u
-            elif target == "latent.y":
-                y = u
-            else:
-                cmd = target_command(target, u)
-                if cmd is not None:
-                    out.append(cmd)
-        if x is not None or y is not None:
-            out.insert(0, SetLatent(x, y))
-        return out
+    swap: bool = False  # swap the first two arguments
 
 
 @dataclass(frozen=True)
@@ -166,20 +154,22 @@ class Patch:
     @classmethod
     def default(cls) -> Patch:
         """The built-in patch; ``patches/default.toml`` holds the same (a test checks it)."""
-        cc = [
+        maps = (
+            MidiMap("note", "play"),  # every key plays
             MidiMap("cc", "latent.x", number=1, deadband=0.01),  # mod wheel
             MidiMap("cc", "latent.x", number=74, deadband=0.01),  # brightness / cutoff
             MidiMap("cc", "latent.y", number=71, deadband=0.01),  # resonance / timbre
             MidiMap("cc", "latent.y", number=2, deadband=0.01),  # breath
-            MidiMap("cc", "param.gain_db", number=7),  # volume
+            MidiMap("cc", "param.gain_db", number=7),  # channel volume
             MidiMap("cc", "param.glide_ms", number=5),  # portamento time
             MidiMap("cc", "param.attack_ms", number=73),
             MidiMap("cc", "param.release_ms", number=72),
             MidiMap("cc", "param.decay_ms", number=75),
-            MidiMap("cc", "sustain", number=64),
-            MidiMap("note", "play"),
-        ]
-        return cls(path=None, midi=tuple(cc))
+            MidiMap("cc", "sustain", number=64),  # sustain pedal
+        )
+        names = ("gain_db", "glide_ms", *VOICE_KEYS)
+        values = tuple((n, params.PARAMS[n].default) for n in params.PARAMS if n in names)
+        return cls(path=None, params=values, midi=maps)
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -310,26 +300,50 @@ def _check_cc_conflicts(c: _Checker, maps: Sequence[MidiMap]) -> None:
                              f"CC {m.number} is the {half} of midi[{j}] (cc14); remove one")
 
 
+def _osc_target(c: _Checker, value: object, key: str) -> str:
+    if isinstance(value, str):
+        if value in OSC_TARGETS:
+            return value
+        if value.startswith("param.") and value[6:] in params.PARAMS:
+            return value
+        if value.startswith("note."):
+            try:
+                if 0 <= float(value[5:]) <= 127:
+                    return value
+            except ValueError:
+                pass
+    raise c.fail(key, value, ", ".join(repr(t) for t in OSC_TARGETS)
+                 + ", 'param.<name>', 'note.<0..127>'", "use one of the listed targets")
+
+
 def _osc_entry(c: _Checker, entry: object, i: int) -> OscAlias:
     key = f"osc[{i}]"
     t = c.table(entry, key)
-    c.keys(t, key, ("address", "args", "invert"))
+    c.keys(t, key, ("address", "args", "invert", "swap"))
     addr = t.get("address")
-    if not isinstance(addr, str) or not addr.startswith("/") or " " in addr or len(addr) < 2:
-        raise c.fail(f"{key}.address", addr, "an OSC address starting with '/'",
-                     'write e.g. address = "/1/xy"')
+    if not isinstance(addr, str) or not addr.startswith("/") or len(addr) < 2 \
+            or any(ch in addr for ch in " #*?,[]{}") or addr.startswith("/inst/"):
+        raise c.fail(f"{key}.address", addr, "a literal OSC address starting with '/', no "
+                     "wildcards, outside /inst", 'write e.g. address = "/1/xy"')
     args = t.get("args")
     if not isinstance(args, list) or not args:
         raise c.fail(f"{key}.args", args, "a list of targets, one per OSC argument",
                      'write e.g. args = ["latent.x", "latent.y"] ("" skips an argument)')
-    targets = tuple("" if a == "" else c.target(a, f"{key}.args[{j}]")
-                    for j, a in enumerate(args))
+    targets = tuple(_osc_target(c, a, f"{key}.args[{j}]") for j, a in enumerate(args))
     inv = t.get("invert", [False] * len(args))
     if not isinstance(inv, list) or len(inv) != len(args):
         raise c.fail(f"{key}.invert", inv, f"a list of {len(args)} booleans (one per argument)",
                      "give one true/false per entry of args")
     inverts = tuple(c.boolean(v, f"{key}.invert[{j}]") for j, v in enumerate(inv))
-    return OscAlias(addr, targets, inverts)
+    swap = c.boolean(t.get("swap", False), f"{key}.swap")
+    if swap and len(args) < 2:
+        raise c.fail(f"{key}.swap", swap, "swap only with 2 or more args",
+                     "remove swap or add an argument")
+    if "velocity" in targets and (targets.index("velocity") == 0
+                                  or targets[targets.index("velocity") - 1] != "note"):
+        raise c.fail(f"{key}.args", list(args), "'velocity' right after 'note'",
+                     "put 'velocity' straight after 'note'")
+    return OscAlias(addr, targets, inverts, swap)
 
 
 def _syntax_error(path: str, err: Exception) -> PatchError:
