@@ -272,7 +272,7 @@ def train_arrays(data: TrainingSet, checkpoint_path: str | Path,
             loss.backward()
             opt.step()
             step += 1
-            lv = float(loss)
+            lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise InstrumentError(f"training diverged at step {step} (loss {lv}); "
                                       "lower TrainConfig.lr")
