@@ -6,7 +6,7 @@ import numpy as np
 
 
 def calibrate(codes: np.ndarray, labels: list[str] | np.ndarray, max_points: int = 500,
-              percentiles: tuple[float, float] = (1.0, 99.0), margin: float = 0.05,
+              percentiles: tuple[float, float] = (1.0, 99.0), margin: float = 0.1,
               seed: int = 0) -> dict:
     """Encode-side statistics -> ``{"raw_lo", "raw_hi", "corpus_points", "corpus_labels"}``.
 
