@@ -1,0 +1,371 @@
+"""The synthesizer engine: commands -> decoder -> voices -> synthesis -> limiter.
+
+The engine runs in fixed internal hops at the output rate, ``hop_samples =
+round(decoder.hop_samples * sample_rate / decoder.sample_rate)`` (the model's frame period,
+e.g. 256 samples = 5.3 ms at 48 kHz). Commands take effect at hop boundaries; everything
+inside a hop is interpolated per sample (wavetable crossfade, f0 glide, noise overlap-add),
+so :meth:`Engine.process` gives bit-identical output whatever the block sizes.
+
+Threading: :meth:`send` and :meth:`schedule` may be called from any thread (OSC, MIDI);
+:meth:`process` from one thread (the player's worker, never the audio callback).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import threading
+from collections import deque
+
+import numpy as np
+
+from instrument import params
+from instrument.control.commands import (
+    AllNotesOff,
+    Command,
+    FreezeLatent,
+    Gate,
+    LoadPatch,
+    NoteOff,
+    NoteOn,
+    PitchBend,
+    SetLatent,
+    SetParam,
+)
+from instrument.engine.synth import HarmonicSynth, Limiter, NoiseSynth
+from instrument.engine.voices import ATTACK, FADE, GATE_KEY, RELEASE, Voice, advance
+from instrument.errors import ConfigError, describe
+
+log = logging.getLogger(__name__)
+
+AMP_FLOOR = 1e-4
+LOG_FLOOR = math.log(AMP_FLOOR)
+LOG_CEIL = 12.0  # exp(12) ≈ 1.6e5: far above any sane frame, far below float32 overflow
+REFERENCE_RMS = 10.0 ** (-12.0 / 20.0)  # one voice, velocity 1, 0 dB gains: -12 dBFS RMS
+QUEUE_CAPACITY = 1024
+
+
+def _db(x: float) -> float:
+    return 10.0 ** (x / 20.0)
+
+
+def note_hz(note: float) -> float:
+    return 440.0 * 2.0 ** ((note - 69.0) / 12.0)
+
+
+class Engine:
+    """Polyphonic harmonic-plus-noise synthesizer driven by :mod:`commands`."""
+
+    def __init__(self, decoder, sample_rate: int, max_voices: int = 16, seed: int = 0,
+                 block_hint: int = 256, hop_samples: int | None = None):
+        if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 384000:
+            raise ConfigError(describe("engine sample_rate", sample_rate, "8000..384000 Hz",
+                                       "pass the device's rate"))
+        if not 1 <= int(max_voices) <= 64:
+            raise ConfigError(describe("engine max_voices", max_voices, "1..64",
+                                       "pass a smaller polyphony"))
+        if not decoder.pitched:
+            raise ConfigError(describe(f"model {decoder.name!r} mode", decoder.mode, "pitched",
+                                       "unpitched models need instrument/engine/phase.py"))
+        self.sample_rate = sample_rate
+        self.max_voices = int(max_voices)
+        self.seed = int(seed)
+        self.block_hint = int(block_hint)
+        self.hop_samples = int(hop_samples or max(16, round(
+            decoder.hop_samples * sample_rate / decoder.sample_rate)))
+        self.hop_ms = 1000.0 * self.hop_samples / sample_rate
+        self.decoder = decoder
+        self._pending_decoder = None
+        self._n_slots = 2 * self.max_voices  # room for stolen voices fading out
+        self._max_hz = 0.5 * min(sample_rate, decoder.sample_rate)
+        self._harm = HarmonicSynth(sample_rate, self.hop_samples, self._n_slots,
+                                   decoder.n_harmonics, self._max_hz)
+        self._noise = NoiseSynth(sample_rate, self.hop_samples, decoder.noise_band_edges_hz,
+                                 self._max_hz, seed)
+        self._limiter = Limiter(sample_rate, self.hop_samples)
+        self._queue: deque[Command] = deque()
+        self._sched: list[tuple[int, int, Command]] = []
+        self._sched_lock = threading.Lock()
+        self._sched_seq = 0
+        self.dropped = 0
+        self.ignored = 0
+        self.xruns = 0  # reported by the player
+        self.sanitized_frames = 0
+        self.nonfinite_output = 0
+        self.stolen = 0
+        self._reset_state()
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def latency_samples(self) -> int:
+        """Worst-case delay from a command to its effect: one hop."""
+        return self.hop_samples
+
+    def send(self, cmd: Command) -> bool:
+        """Queue a command for the next hop boundary; never blocks. False when dropped.
+
+        The bound is checked without a lock, so with several producer threads it may be
+        exceeded by at most the number of producers; deque appends are atomic under the GIL.
+        """
+        if len(self._queue) >= QUEUE_CAPACITY:
+            self.dropped += 1
+            return False
+        self._queue.append(cmd)
+        return True
+
+    def schedule(self, cmd: Command, at_sample: int) -> None:
+        """Apply ``cmd`` at the first hop boundary at or after output sample ``at_sample``."""
+        with self._sched_lock:
+            heapq.heappush(self._sched, (int(at_sample), self._sched_seq, cmd))
+            self._sched_seq += 1
+
+    def swap_decoder(self, decoder) -> None:
+        """Hand over to ``decoder`` at the next hop boundary; the synthesis crossfades over
+        that hop (wavetables and noise frames overlap), so the switch does not click."""
+        if not decoder.pitched or decoder.n_harmonics != self.decoder.n_harmonics:
+            raise ConfigError(describe("swap_decoder model", f"{decoder.mode}/"
+                                       f"{decoder.n_harmonics} harmonics",
+                                       f"pitched/{self.decoder.n_harmonics} harmonics",
+                                       "swap in a model of the same kind"))
+        self._pending_decoder = decoder
+
+    def process(self, frames: int) -> np.ndarray:
+        """The next ``frames`` output samples, (frames,) float32 in [-1, 1]."""
+        if not isinstance(frames, int | np.integer) or frames < 0:
+            raise ConfigError(describe("process frames", frames, "an int >= 0",
+                                       "ask for a block size"))
+        out = np.empty(int(frames), np.float32)
+        pos = 0
+        hop = self.hop_samples
+        while pos < frames:
+            if self._buf_pos >= hop:
+                self._buf = self._render_hop()
+                self._buf_pos = 0
+            n = min(hop - self._buf_pos, frames - pos)
+            out[pos:pos + n] = self._buf[self._buf_pos:self._buf_pos + n]
+            self._buf_pos += n
+            pos += n
+        self.samples_out += int(frames)
+        return out
+
+    def reset(self) -> None:
+        """Back to the state just after construction (voices, params, latent, queues)."""
+        self._queue.clear()
+        with self._sched_lock:
+            self._sched.clear()
+        self._harm.reset()
+        self._noise.reset()
+        self._limiter.reset()
+        self._reset_state()
+
+    def status(self) -> dict:
+        return {
+            "sample_rate": self.sample_rate,
+            "block": self.block_hint,
+            "hop_samples": self.hop_samples,
+            "latency_samples": self.latency_samples,
+            "latency_ms": 1000.0 * self.latency_samples / self.sample_rate,
+            "voices": sum(1 for v in self._voices if v.stage != FADE),
+            "max_voices": int(self._target["voices"]),
+            "xruns": self.xruns,
+            "dropped": self.dropped,
+            "ignored": self.ignored,
+            "stolen": self.stolen,
+            "sanitized_frames": self.sanitized_frames,
+            "limiter_hops": self._limiter.active_hops,
+            "model": self.decoder.name,
+            "latent": [self._latent[0], self._latent[1]],
+            "frozen": self._frozen,
+            "params": dict(self._target),
+        }
+
+    # ---------------------------------------------------------------- state
+    def _reset_state(self) -> None:
+        self._target = params.defaults()  # what commands asked for
+        self._smooth = dict(self._target)  # smoothed values actually used
+        self._latent = [self._target["latent_x"], self._latent_default_y()]
+        self._latent_target = list(self._latent)
+        self._frozen = False
+        self._bend = 0.0
+        self._voices: list[Voice] = []
+        self._free = list(range(self._n_slots))
+        self._hop_index = 0
+        self._sample = 0  # start sample of the next hop
+        self.samples_out = 0
+        self._buf = np.zeros(self.hop_samples, np.float32)
+        self._buf_pos = self.hop_samples
+
+    def _latent_default_y(self) -> float:
+        return self._target["latent_y"]
+
+    # ---------------------------------------------------------------- commands
+    def _apply(self, cmd: Command) -> None:
+        if isinstance(cmd, SetLatent):
+            if not self._frozen:
+                if cmd.x is not None:
+                    self._latent_target[0] = cmd.x
+                if cmd.y is not None:
+                    self._latent_target[1] = cmd.y
+        elif isinstance(cmd, NoteOn):
+            self._note_on(cmd.note, cmd.velocity)
+        elif isinstance(cmd, NoteOff):
+            for v in self._voices:
+                if v.key == cmd.note and v.held:
+                    v.stage = RELEASE
+        elif isinstance(cmd, PitchBend):
+            self._bend = cmd.value
+        elif isinstance(cmd, SetParam):
+            self._set_param(cmd.name, cmd.value)
+        elif isinstance(cmd, Gate):
+            if cmd.on:
+                self._note_on(GATE_KEY, 1.0)
+            else:
+                for v in self._voices:
+                    if v.key == GATE_KEY and v.held:
+                        v.stage = RELEASE
+        elif isinstance(cmd, FreezeLatent):
+            self._frozen = bool(cmd.on)
+        elif isinstance(cmd, AllNotesOff):
+            for v in self._voices:
+                if v.held:
+                    v.stage = RELEASE
+        elif isinstance(cmd, LoadPatch):
+            self.ignored += 1  # the app loads patches and sends their commands
+        else:
+            self.ignored += 1
+
+    def _set_param(self, name: str, value: float) -> None:
+        spec = params.get(name)
+        self._target[name] = value
+        if spec.smooth_ms <= 0.0:
+            self._smooth[name] = value
+        if name == "latent_x" and not self._frozen:
+            self._latent_target[0] = value
+        elif name == "latent_y" and not self._frozen:
+            self._latent_target[1] = value
+        elif name == "voices":
+            self._enforce_polyphony(int(value))
+
+    def _sounding(self) -> list[Voice]:
+        return [v for v in self._voices if v.stage != FADE]
+
+    def _steal_one(self) -> None:
+        live = self._sounding()
+        releasing = [v for v in live if v.stage == RELEASE]
+        victim = min(releasing, key=lambda v: v.level) if releasing \
+            else min(live, key=lambda v: v.started)
+        self.stolen += 1
+        if not victim.sounded:  # never heard: free at once
+            self._voices.remove(victim)
+            self._free.append(victim.slot)
+        else:
+            victim.stage = FADE
+
+    def _enforce_polyphony(self, limit: int) -> None:
+        while len(self._sounding()) > limit:
+            self._steal_one()
+
+    def _note_on(self, key: float, velocity: float) -> None:
+        for v in self._voices:  # retrigger: same key keeps its phase, attack from its level
+            if v.key == key and v.stage != FADE:
+                v.stage, v.velocity, v.done = ATTACK, velocity, False
+                v.started = self._hop_index
+                return
+        limit = int(self._target["voices"])
+        while len(self._sounding()) >= min(limit, self.max_voices):
+            self._steal_one()
+        if not self._free:  # only when more notes than slots arrive in one hop
+            self.dropped += 1
+            return
+        slot = self._free.pop(0)
+        self._harm.start(slot, self._voice_hz(key))
+        self._voices.append(Voice(slot, key, velocity, self._hop_index))
+
+    def _voice_hz(self, key: float) -> float:
+        base = self._smooth["drone_hz"] if key == GATE_KEY else note_hz(key)
+        return base * 2.0 ** (self._bend * self._target["bend_range_st"] / 12.0)
+
+    def _take_due_commands(self) -> None:
+        q = self._queue
+        while q:
+            self._apply(q.popleft())
+        if self._sched and self._sched[0][0] <= self._sample:
+            with self._sched_lock:
+                due = []
+                while self._sched and self._sched[0][0] <= self._sample:
+                    due.append(heapq.heappop(self._sched)[2])
+            for cmd in due:
+                self._apply(cmd)
+
+    # ---------------------------------------------------------------- one hop
+    def _smooth_params(self) -> None:
+        for name, spec in params.PARAMS.items():
+            if spec.smooth_ms > 0.0:
+                cur, tgt = self._smooth[name], self._target[name]
+                if cur != tgt:
+                    a = 1.0 - math.exp(-self.hop_ms / spec.smooth_ms)
+                    nxt = cur + (tgt - cur) * a
+                    self._smooth[name] = tgt if abs(tgt - nxt) < 1e-6 * (1 + abs(tgt)) else nxt
+        glide_ms = self._target["glide_ms"]
+        a = 1.0 if glide_ms <= 0.0 else 1.0 - math.exp(-self.hop_ms / glide_ms)
+        for i in (0, 1):
+            self._latent[i] += (self._latent_target[i] - self._latent[i]) * a
+
+    def _render_hop(self) -> np.ndarray:
+        if self._pending_decoder is not None:
+            self.decoder, self._pending_decoder = self._pending_decoder, None
+            self._noise.set_bands(self.decoder.noise_band_edges_hz)
+        self._take_due_commands()
+        self._smooth_params()
+        t, s = self._target, self._smooth
+        levels = []
+        for v in self._voices:
+            levels.append(advance(v, self.hop_ms, t["attack_ms"], t["decay_ms"], t["sustain"],
+                                  t["release_ms"]) * v.velocity)
+        out_gain = _db(s["gain_db"]) * REFERENCE_RMS
+        if self._voices:
+            y = self._synth(levels, out_gain)
+        else:
+            y = self._noise.process(np.zeros((0, 1), np.float32), np.zeros(0, np.float32))
+        for v in self._voices:
+            v.sounded = True
+        for v in [v for v in self._voices if v.done]:
+            self._voices.remove(v)
+            self._free.append(v.slot)
+        self._hop_index += 1
+        self._sample += self.hop_samples
+        y = self._limiter.process(y)
+        if not np.isfinite(y).all():  # last guard: never let NaN reach the audio
+            self.nonfinite_output += 1
+            y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+            self._harm.reset()
+            self._noise.reset()
+            self._limiter.reset()
+        return np.clip(y, -1.0, 1.0, out=y)
+
+    def _synth(self, levels: list[float], out_gain: float) -> np.ndarray:
+        dec = self.decoder
+        voices = self._voices
+        n_v = len(voices)
+        slots = np.fromiter((v.slot for v in voices), np.int64, n_v)
+        f0 = np.fromiter((self._voice_hz(v.key) for v in voices), np.float64, n_v)
+        knob = np.empty((n_v, 2), np.float32)
+        knob[:, 0], knob[:, 1] = self._latent
+        raw = dec.decode_log(knob, f0)
+        if not np.isfinite(raw).all():
+            self.sanitized_frames += 1
+            raw = np.nan_to_num(raw, nan=LOG_FLOOR, posinf=LOG_CEIL, neginf=LOG_FLOOR)
+        amp = np.exp(np.clip(raw, LOG_FLOOR, LOG_CEIL)) - AMP_FLOOR
+        np.maximum(amp, 0.0, out=amp)
+        n_h = dec.n_harmonics
+        harm, noise = amp[:, :n_h], amp[:, n_h:]
+        power = 0.5 * np.square(harm).sum(axis=1) + np.square(noise).sum(axis=1)
+        norm = np.where(power > 1e-12, 1.0 / np.sqrt(np.maximum(power, 1e-12)), 0.0)
+        lev = np.asarray(levels, np.float64) * norm * out_gain
+        s = self._smooth
+        h_gain = (lev * _db(s["harmonic_db"])).astype(np.float32)
+        n_gain = (lev * _db(s["noise_db"])).astype(np.float32)
+        y = self._harm.process(slots, harm * h_gain[:, None], f0)
+        y = y + self._noise.process(noise, n_gain)
+        return y

@@ -1,0 +1,207 @@
+"""Harmonic-plus-noise synthesis for all voices, one vectorized step per hop.
+
+Everything runs at the *output* rate; decoder frames are rate-free (amplitudes at k·f0, noise
+band RMS in Hz bands), so any output rate plays at the right pitch.
+
+- :class:`HarmonicSynth`: one band-limited single-cycle wavetable per voice per hop (an irfft
+  of the harmonic amplitudes; harmonics at or above ``max_hz`` for the voice's f0 are zeroed),
+  read by a phase-continuous float64 phase accumulator with linear interpolation. The previous
+  and the current hop's tables are crossfaded linearly across the hop, so amplitude, timbre
+  and envelope changes are piecewise linear per sample and never step. f0 glides
+  geometrically per sample across the hop (pitch bends do not step either).
+- :class:`NoiseSynth`: the voices' noise band powers are summed (independent noises add in
+  power) into one spectrum per hop, given complex Gaussian bins from a seeded generator (random
+  phase, Rayleigh magnitude), one irfft of two hops, a sqrt-Hann window and overlap-add. The
+  window is power-complementary (``w[n]² + w[n+hop]² = 1``), which is the constant-overlap-add
+  condition that matters for independent noise frames: the noise has no level ripple.
+- :class:`Limiter`: a peak limiter with instant attack and exponential release, computed for a
+  whole hop without a per-sample Python loop; ``|y| <= ceiling`` always holds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LN_1000 = float(np.log(1000.0))
+
+
+class HarmonicSynth:
+    """Wavetable oscillators for ``n_slots`` voices; :meth:`process` renders one hop."""
+
+    def __init__(self, sample_rate: int, hop_samples: int, n_slots: int, n_harmonics: int,
+                 max_hz: float, table_size: int = 2048):
+        if table_size < 2 * n_harmonics + 2:
+            raise ValueError("table_size must exceed twice the number of harmonics")
+        self.sample_rate = int(sample_rate)
+        self.hop_samples = int(hop_samples)
+        self.n_slots = int(n_slots)
+        self.n_harmonics = int(n_harmonics)
+        self.max_hz = float(max_hz)
+        self.table_size = int(table_size)
+        self._L1 = self.table_size + 1  # one wrap-around sample for interpolation
+        self.tables = np.zeros((self.n_slots, self._L1), np.float32)
+        self.phase_cycles = np.zeros(self.n_slots, np.float64)
+        self.f0_hz = np.full(self.n_slots, 440.0, np.float64)
+        self._harm_k = np.arange(1, self.n_harmonics + 1, dtype=np.float64)
+        self._n = np.arange(self.hop_samples, dtype=np.float64)  # 0..hop-1
+        self._ramp = ((self._n + 1.0) / self.hop_samples).astype(np.float32)  # (0, 1]
+        self._log_ramp = self._ramp.astype(np.float64)
+        self._spec_scale = np.complex64(-0.5j * self.table_size)  # irfft -> sum a_k sin
+
+    def start(self, slot: int, f0_hz: float) -> None:
+        """A new voice in ``slot``: silent previous table, phase 0, f0 without glide."""
+        self.tables[slot] = 0.0
+        self.phase_cycles[slot] = 0.0
+        self.f0_hz[slot] = f0_hz
+
+    def reset(self) -> None:
+        self.tables[:] = 0.0
+        self.phase_cycles[:] = 0.0
+        self.f0_hz[:] = 440.0
+
+    def process(self, slots: np.ndarray, amps: np.ndarray, f0_end_hz: np.ndarray) -> np.ndarray:
+        """One hop of the voices in ``slots``.
+
+        ``amps`` (V, n_harmonics) are the linear amplitudes reached at the hop's end (gains
+        included); ``f0_end_hz`` (V,) the f0 reached at the hop's end. Returns (hop,) float32.
+        """
+        hop, L = self.hop_samples, self.table_size
+        if len(slots) == 0:
+            return np.zeros(hop, np.float32)
+        f0_0 = self.f0_hz[slots]
+        f0_1 = np.asarray(f0_end_hz, np.float64)
+        # band limit: zero harmonics at or above max_hz for the highest f0 of the hop
+        f_top = np.maximum(f0_0, f0_1)
+        amps = np.where(self._harm_k[None, :] * f_top[:, None] < self.max_hz, amps, 0.0)
+        spec = np.zeros((len(slots), self.n_harmonics + 1), np.complex64)
+        spec[:, 1:] = amps * self._spec_scale
+        cur = np.empty((len(slots), self._L1), np.float32)
+        cur[:, :L] = np.fft.irfft(spec, L, axis=1)
+        cur[:, L] = cur[:, 0]
+        # phase (cycles) at each sample of the hop, then the next hop's start phase
+        inc0 = f0_0 / self.sample_rate
+        if np.array_equal(f0_0, f0_1):
+            ph = self.phase_cycles[slots, None] + inc0[:, None] * self._n[None, :]
+            nxt = self.phase_cycles[slots] + inc0 * hop
+        else:
+            inc = inc0[:, None] * (f0_1 / f0_0)[:, None] ** self._log_ramp[None, :]
+            csum = np.cumsum(inc, axis=1)
+            ph = self.phase_cycles[slots, None] + (csum - inc)
+            nxt = self.phase_cycles[slots] + csum[:, -1]
+        self.phase_cycles[slots] = nxt % 1.0
+        self.f0_hz[slots] = f0_1
+        pos = (ph % 1.0) * L
+        idx = pos.astype(np.int64)
+        np.minimum(idx, L - 1, out=idx)
+        frac = (pos - idx).astype(np.float32)
+        # previous tables straight from storage, current from the fresh tables
+        flat_prev = self.tables.reshape(-1)
+        i_prev = idx + (slots[:, None] * self._L1)
+        p0 = flat_prev[i_prev]
+        p = p0 + frac * (flat_prev[i_prev + 1] - p0)
+        flat_cur = cur.reshape(-1)
+        i_cur = idx + (np.arange(len(slots))[:, None] * self._L1)
+        c0 = flat_cur[i_cur]
+        c = c0 + frac * (flat_cur[i_cur + 1] - c0)
+        y = p + self._ramp[None, :] * (c - p)
+        self.tables[slots] = cur
+        return y.sum(axis=0, dtype=np.float32) if len(slots) > 1 else y[0]
+
+
+def band_bin_weights(edges_hz: np.ndarray, n_fft: int, sample_rate: int,
+                     max_hz: float) -> np.ndarray:
+    """(n_bands, n_fft//2+1) weights: bin power = sum_b rms_b² · W[b, bin].
+
+    A band's bins share its power so that the irfft of Gaussian bins with that power has
+    time-domain RMS ``rms_b``. Bands narrower than a bin go to the bin at their centre; bins
+    at or above ``max_hz`` (and DC, Nyquist) stay empty.
+    """
+    edges = np.asarray(edges_hz, np.float64)
+    n_bins = n_fft // 2 + 1
+    f = np.arange(n_bins) * sample_rate / n_fft
+    usable = (np.arange(n_bins) >= 1) & (np.arange(n_bins) <= n_bins - 2) & (f < max_hz)
+    w = np.zeros((len(edges) - 1, n_bins), np.float64)
+    for b in range(len(edges) - 1):
+        sel = usable & (f >= edges[b]) & (f < edges[b + 1])
+        if not sel.any():
+            centre = 0.5 * (edges[b] + edges[b + 1])
+            j = int(np.clip(round(centre * n_fft / sample_rate), 1, n_bins - 2))
+            if not usable[j]:
+                continue
+            sel = np.zeros(n_bins, bool)
+            sel[j] = True
+        w[b, sel] = n_fft * n_fft / (2.0 * sel.sum())
+    return w.astype(np.float32)
+
+
+class NoiseSynth:
+    """Filtered noise for all voices: one spectrum, one irfft and overlap-add per hop."""
+
+    def __init__(self, sample_rate: int, hop_samples: int, edges_hz: np.ndarray, max_hz: float,
+                 seed: int = 0):
+        self.sample_rate = int(sample_rate)
+        self.hop_samples = int(hop_samples)
+        self.n_fft = 2 * self.hop_samples
+        self.max_hz = float(max_hz)
+        self.seed = int(seed)
+        n = np.arange(self.n_fft)
+        self.window = np.sin(np.pi * n / self.n_fft).astype(np.float32)  # sqrt periodic Hann
+        self.set_bands(edges_hz)
+        self.reset()
+
+    def set_bands(self, edges_hz: np.ndarray) -> None:
+        self.weights = band_bin_weights(edges_hz, self.n_fft, self.sample_rate, self.max_hz)
+
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.tail = np.zeros(self.hop_samples, np.float32)
+
+    def process(self, band_rms: np.ndarray, gains: np.ndarray) -> np.ndarray:
+        """One hop from ``band_rms`` (V, n_bands) linear RMS and per-voice gains (V,)."""
+        hop = self.hop_samples
+        out = self.tail
+        band_power = (np.square(gains)[:, None] * np.square(band_rms)).sum(axis=0)
+        if len(gains) == 0 or not band_power.any():
+            self.tail = np.zeros(hop, np.float32)
+            return out
+        mag = np.sqrt((band_power.astype(np.float32) @ self.weights) * 0.5)
+        z = self.rng.standard_normal((2, mag.shape[0]), dtype=np.float32)
+        frame = np.fft.irfft(mag * (z[0] + 1j * z[1]), self.n_fft).astype(np.float32)
+        frame *= self.window
+        y = out + frame[:hop]
+        self.tail = frame[hop:].copy()
+        return y
+
+
+class Limiter:
+    """Peak limiter: gain drops at once to keep ``|y| <= ceiling``, recovers exponentially."""
+
+    def __init__(self, sample_rate: int, hop_samples: int, ceiling: float = 0.98,
+                 release_ms: float = 80.0):
+        self.ceiling = float(ceiling)
+        beta = float(np.exp(-1.0 / (release_ms * 1e-3 * sample_rate)))
+        n = np.arange(hop_samples, dtype=np.float64)
+        self._bpow = beta ** n
+        self._binv = beta ** (-n)
+        self._beta = beta
+        self.reduction = 0.0  # 1 - gain at the end of the last hop
+        self.active_hops = 0
+
+    def reset(self) -> None:
+        self.reduction = 0.0
+        self.active_hops = 0
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        peak = float(np.max(np.abs(x))) if len(x) else 0.0
+        if peak <= self.ceiling and self.reduction < 1e-7:
+            self.reduction = 0.0
+            return x
+        self.active_hops += 1
+        ax = np.abs(x).astype(np.float64)
+        need = 1.0 - self.ceiling / np.maximum(ax, self.ceiling)  # 0 where no limiting needed
+        # d[n] = max(d_prev·β^(n+1), max_{m<=n} need[m]·β^(n-m)) without a per-sample loop
+        acc = np.maximum.accumulate(need * self._binv)
+        d = self._bpow * np.maximum(acc, self.reduction * self._beta)
+        d = np.maximum(d, need)  # guard against rounding
+        self.reduction = float(d[-1])
+        return (x * (1.0 - d)).astype(np.float32)
