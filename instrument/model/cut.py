@@ -55,7 +55,7 @@ def cut(checkpoint: str | Path, out_folder: str | Path, name: str | None = None)
     n_h = feat.N_HARMONICS if pitched else 0
     edges = [float(e) for e in feat.noise_band_edges_hz(sr, feat.N_NOISE_BANDS)] \
         if pitched else []
-    delay = feat.WINDOW_SAMPLES // 2 if pitched else feat.N_FFT // 2
+    delay = feat.StreamAnalyzer(sr, spec["mode"], hop).latency_samples
     meta = {
         "name": name or out.name,
         "mode": spec["mode"],

@@ -7,7 +7,6 @@ already hold ``Frames`` (the online dissect feature). Everything is deterministi
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,9 @@ class TrainingSet:
         """(N,) MIDI note (from the name, else rounded from f0); -1 unpitched/unknown."""
         if self.mode != "pitched":
             return np.full(len(self.clip), -1)
-        return np.round(69 + 12 * self.log2_f0).astype(int)
+        rounded = np.round(69 + 12 * self.log2_f0).astype(int)
+        named = np.array([-1 if n is None else n for n in self.clip_notes])[self.clip]
+        return np.where(named >= 0, named, rounded)
 
     def valid_mask(self) -> np.ndarray:
         """(N, F) bool: False for harmonics at or above Nyquist (floored targets)."""
@@ -131,14 +132,10 @@ def from_frames(frames: list, notes: list[int | None] | None = None, gate_db: fl
 
 
 def _choose_mode(corpus, sample_rate: int) -> str:
-    from instrument import corpus as corpus_pkg
+    from instrument.corpus.features import choose_mode
 
-    choose = getattr(corpus_pkg, "choose_mode", None)
-    if choose is not None:
-        return choose(corpus.clips, sample_rate)
-    from instrument.corpus.features import PITCHED_THRESHOLD, periodicity
-    p = [periodicity(c.audio, sample_rate) for c in corpus.clips]
-    return "pitched" if float(np.median(p)) >= PITCHED_THRESHOLD else "unpitched"
+    mode, _ = choose_mode(corpus.clips, sample_rate)
+    return mode
 
 
 def load_folder(folder: str | Path, sample_rate: int = 48000, mode: str | None = None,
@@ -155,8 +152,7 @@ def load_folder(folder: str | Path, sample_rate: int = 48000, mode: str | None =
     frames, notes = [], []
     for c in corpus.clips:
         f0 = note_to_hz(c.note) if (mode == "pitched" and c.note is not None) else None
-        fr = analyze(c.audio, sample_rate, mode, f0_hz=f0)
-        frames.append(dataclasses.replace(fr, label=c.label) if c.label else fr)
+        frames.append(analyze(c.audio, sample_rate, mode, f0_hz=f0, label=c.label))
         notes.append(c.note)
     seconds = sum(len(c.audio) for c in corpus.clips) / sample_rate
     summary = {"folder": str(folder), "files": len(corpus.clips),
