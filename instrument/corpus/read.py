@@ -174,7 +174,7 @@ def _read_raw(path: Path, sample_rate: int) -> tuple[np.ndarray, list[str], str]
     if path.stat().st_size == 0:
         raise AudioFileError("empty file (0 bytes): not audio")
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(os.fsencode(path))   # bytes: names with undecodable bytes work
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioFileError(_open_error(path, e)) from None
     notes: list[str] = []
