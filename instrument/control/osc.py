@@ -15,6 +15,7 @@ import heapq
 import logging
 import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 57130
 RECV_BYTES = 65536
-RCVBUF_BYTES = 1 << 20  # asked for; at least 64 KiB is required
+RCVBUF_BYTES = 4 << 20  # asked for (the kernel caps it at net.core.rmem_max); >= 64 KiB needed
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if hasattr(socket, "CMSG_SPACE") else None)
 PREFIX = "/inst"
 
 Sender = tuple[str, int]
@@ -39,7 +41,7 @@ Sender = tuple[str, int]
 DROP_REASONS = ("malformed", "non_finite", "nil", "no_args", "bad_type", "arg_count",
                 "out_of_range", "unknown_address", "send_failed", "internal_error")
 _OTHER_COUNTERS = ("received", "messages", "applied", "dropped", "nil_args", "scheduled",
-                   "late", "far_future", "replies", "reply_errors")
+                   "late", "far_future", "replies", "reply_errors", "overflow")
 
 ALIAS_TARGETS = ("latent.x", "latent.y", "param.<name>", "note", "velocity", "note.<n>", "bend",
                  "gate", "freeze", "alloff", "'' (skip the argument)")
@@ -133,6 +135,7 @@ class OscServer:
         self.horizon_s, self.log_interval_s, self._poll_s = horizon_s, log_interval_s, poll_s
         self._counts: dict[str, int] = {k: 0 for k in (*_OTHER_COUNTERS, *DROP_REASONS)}
         self._sock: socket.socket | None = None
+        self._ovfl = False
         self._thread: threading.Thread | None = None
         self._running = False
         self._heap: list[tuple[float, int, Message, Sender]] = []
@@ -168,6 +171,13 @@ class OscServer:
             raise ControlError(describe(f"OSC port {self.host}:{self._port}", str(e),
                                         "a free UDP port", "stop the other program using it or "
                                         "pick another port (0 = any free port)")) from None
+        self._ovfl = False
+        if SO_RXQ_OVFL is not None:
+            try:  # Linux: the kernel reports datagrams it dropped on a full buffer
+                sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+                self._ovfl = True
+            except OSError:
+                pass
         rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         if rcvbuf < 65536:
             log.warning("OSC receive buffer is %d bytes (< 64 KiB); large bursts may be lost; "
@@ -207,6 +217,8 @@ class OscServer:
     def _run(self) -> None:
         sock = self._sock
         assert sock is not None
+        anc_bytes = socket.CMSG_SPACE(4) if self._ovfl else 0
+        kernel_drops = 0
         while self._running:
             timeout = self._poll_s
             if self._heap:
@@ -214,7 +226,7 @@ class OscServer:
             sock.settimeout(timeout)
             data: bytes | None = None
             try:
-                data, sender = sock.recvfrom(RECV_BYTES)
+                data, anc, flags, sender = sock.recvmsg(RECV_BYTES, anc_bytes)
             except (TimeoutError, BlockingIOError):
                 pass
             except OSError as e:
@@ -225,6 +237,20 @@ class OscServer:
             if not self._running:
                 break
             if data is not None:
+                for level, kind, raw in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(raw) >= 4:
+                        total = int.from_bytes(raw[:4], sys.byteorder)
+                        if total > kernel_drops:
+                            self._counts["overflow"] += total - kernel_drops
+                            self._rate_log(logging.WARNING, "overflow", f"OSC: the kernel "
+                                           f"dropped {total - kernel_drops} datagrams (receive "
+                                           "buffer full); send fewer per second or raise "
+                                           "net.core.rmem_max")
+                            kernel_drops = total
+                if flags & socket.MSG_TRUNC:
+                    self._drop("malformed", "(packet)", sender, f"datagram longer than "
+                               f"{RECV_BYTES} bytes was cut off; send smaller packets")
+                    continue
                 self.handle_packet(data, sender)
             self._run_due()
 
