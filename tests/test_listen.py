@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -371,24 +370,14 @@ def test_listener_refuses_a_missing_file(model_dir, tmp_path):
         Listener(model_dir, file=tmp_path / "nope.wav", log=None).start()
 
 
-def _jack_running() -> bool:
-    if shutil.which("jack_lsp") is None:
-        return False
-    try:
-        return subprocess.run(["jack_lsp"], capture_output=True, timeout=5).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def _jack_ports() -> set[str]:
-    out = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=5).stdout
+    out = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=5,
+                         env={**os.environ, "JACK_NO_START_SERVER": "1"}).stdout
     return {p.strip() for p in out.splitlines() if p.strip()}
 
 
 @pytest.mark.jack
-def test_listener_on_a_jack_input_sends_coordinates_over_udp(model_dir):
-    if not _jack_running():
-        pytest.skip("no JACK server reachable (start jackd -d dummy, export JACK_DEFAULT_SERVER)")
+def test_listener_on_a_jack_input_sends_coordinates_over_udp(model_dir, jack_server):
     import sounddevice as sd
 
     from instrument.listen.live import Listener
@@ -419,7 +408,8 @@ def test_listener_on_a_jack_input_sends_coordinates_over_udp(model_dir):
             out_ports = sorted(p for p in _jack_ports() - before_out if ":out" in p)
             assert out_ports, "the player's JACK output port did not appear"
             pos[0] = 0  # start the sound only once it is connected
-            subprocess.run(["jack_connect", out_ports[0], in_ports[0]], check=True, timeout=5)
+            subprocess.run(["jack_connect", out_ports[0], in_ports[0]], check=True, timeout=5,
+                           env={**os.environ, "JACK_NO_START_SERVER": "1"})
             pos[0] = 0
             msgs = recv_msgs(rx, 400, timeout_s=2.0)
         finally:

@@ -137,6 +137,7 @@ class Listener:
         self.coords_out = 0
         self.on_coords_errors = 0
         self.finished = threading.Event()  # set when a non-looping file has been played
+        self.file_t0 = 0.0
 
     # -- setup ----------------------------------------------------------------------------
     def start(self) -> Listener:
@@ -256,6 +257,7 @@ class Listener:
         audio, sr = self._audio, self.sample_rate
         block = FILE_BLOCK_FRAMES
         t0 = time.monotonic()
+        self.file_t0 = t0  # sample s of the file is "captured" at t0 + (s + 1) / sr
         fed = 0  # frames fed since t0
         pos = 0
         while not self._stop.is_set():
