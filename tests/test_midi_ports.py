@@ -72,6 +72,20 @@ class Collector:
             return list(self.items)
 
 
+def wait_connected(out, inp: MidiInput, timeout_s: float = 5.0) -> None:
+    """Send clock probes until one arrives: a fresh JACK connection is live a cycle later.
+
+    Clock messages are filtered by the mapper (counted, no command), so they do not
+    disturb what the test then checks.
+    """
+    deadline = time.monotonic() + timeout_s
+    while inp.mapper.clock_filtered == 0:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no MIDI arrived from {out.name!r} within {timeout_s} s")
+        out.send(mido.Message("clock"))
+        time.sleep(0.01)
+
+
 @pytest.mark.jack
 def test_note_and_cc_sweep_arrive_in_order_by_port_name(jack_backend):
     name = unique("ctl-out")
@@ -82,6 +96,7 @@ def test_note_and_cc_sweep_arrive_in_order_by_port_name(jack_backend):
         assert inp.open() is True
         try:
             assert name in inp.opened_name
+            wait_connected(out, inp)
             out.send(mido.Message("note_on", note=60, velocity=127))
             for v in range(0, 128, 8):
                 out.send(mido.Message("control_change", control=1, value=v))
@@ -91,7 +106,7 @@ def test_note_and_cc_sweep_arrive_in_order_by_port_name(jack_backend):
                     NoteOff(60)]
             assert got.wait(len(want)) == want
             st = inp.status()
-            assert st["open"] and st["mapped"] == len(want) and st["clock_filtered"] == 1
+            assert st["open"] and st["mapped"] == len(want) and st["clock_filtered"] >= 2
         finally:
             inp.close()
     assert not inp.is_open
@@ -107,6 +122,7 @@ def test_cc14_sweep_over_jack_is_monotonic(jack_backend):
                         mapper=MidiMapper([MidiMap("cc14", "latent.y", number=1)]))
         assert inp.open()
         try:
+            wait_connected(out, inp)
             for v in values:
                 out.send(mido.Message("control_change", control=1, value=v >> 7))
                 out.send(mido.Message("control_change", control=33, value=v & 0x7F))
@@ -124,6 +140,7 @@ def test_virtual_input_receives_from_a_connecting_output(jack_backend):
     try:
         target = match_port(vname, jack_backend.get_output_names())
         with jack_backend.open_output(target) as out:
+            wait_connected(out, inp)
             out.send(mido.Message("note_on", note=64, velocity=127))
             assert got.wait(1) == [NoteOn(64, 1.0)]
     finally:
@@ -144,6 +161,7 @@ def test_failing_consumer_does_not_stop_midi(jack_backend):
         inp = MidiInput(consumer, port_name=name, backend=JACK)
         assert inp.open()
         try:
+            wait_connected(out, inp)
             out.send(mido.Message("note_on", note=1, velocity=100))
             out.send(mido.Message("note_on", note=2, velocity=127))
             assert got.wait(1) == [NoteOn(2, 1.0)]
