@@ -434,3 +434,13 @@ def test_oscdump_receives_our_messages(rig: tuple[OscServer, Client, Sink]) -> N
         proc.terminate()
         proc.wait(timeout=WAIT_S)
     assert lines and lines[0].split()[-5:] == ["/inst/pong", "ifs", "7", "0.500000", '"hi"']
+
+
+def test_docs_list_every_address_and_parameter() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "OSC.md").read_text(encoding="utf-8")
+    server = OscServer(Sink(), port=0)  # not started
+    for address in server._routes:
+        if not address.startswith("/inst/param/"):
+            assert f"`{address}`" in doc, address
+    for name in params.PARAMS:
+        assert f"`{name}`" in doc, name

@@ -417,7 +417,8 @@ class OscServer:
             else:
                 self._walk_bundle(packet, None, sender)
         except Exception as e:  # the receiver must survive anything
-            log.exception("OSC internal error on a packet from %s", _sender_text(sender))
+            if self._rate_ok("traceback")[0]:
+                log.exception("OSC internal error on a packet from %s", _sender_text(sender))
             self._drop("internal_error", "(packet)", sender, f"internal error {e!r}; please "
                        "report it with the packet")
 
@@ -455,7 +456,8 @@ class OscServer:
             try:
                 self._dispatch(msg, sender)
             except Exception as e:
-                log.exception("OSC internal error on a held bundle message")
+                if self._rate_ok("traceback")[0]:
+                    log.exception("OSC internal error on a held bundle message")
                 self._drop("internal_error", msg.address, sender, f"internal error {e!r}")
 
     def _dispatch(self, msg: Message, sender: Sender) -> None:
@@ -538,17 +540,23 @@ class OscServer:
                        f"OSC from {_sender_text(sender)} {address}: {text}")
         self._reply(sender, "/inst/fail", address, text)
 
-    def _rate_log(self, level: int, key: str, text: str) -> None:
+    def _rate_ok(self, key: str) -> tuple[bool, int]:
+        """(may log now, how many lines of this key were suppressed since the last one)."""
         now = time.monotonic()
         last, suppressed = self._log_last.get(key, (-math.inf, 0))
         if now - last < self.log_interval_s:
             self._log_last[key] = (last, suppressed + 1)
-            return
+            return False, suppressed + 1
         if len(self._log_last) > 1000:
             self._log_last.clear()
         self._log_last[key] = (now, 0)
-        log.log(level, "%s%s", text, f" ({suppressed} more like this suppressed)"
-                if suppressed else "")
+        return True, suppressed
+
+    def _rate_log(self, level: int, key: str, text: str) -> None:
+        ok, suppressed = self._rate_ok(key)
+        if ok:
+            log.log(level, "%s%s", text, f" ({suppressed} more like this suppressed)"
+                    if suppressed else "")
 
     # ------------------------------------------------------------------ replies
 
