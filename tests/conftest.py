@@ -137,3 +137,17 @@ def jack_server() -> str:
         pytest.skip("no JACK server reachable (start one: jackd -d dummy, and export "
                     "JACK_DEFAULT_SERVER)")
     return _jack_server_name() or "default"
+
+
+def click_ratio(y: np.ndarray, window: int = 480) -> float:
+    """Largest sample-to-sample jump relative to the largest jump nearby (excluding itself).
+
+    A steady or slowly changing tone gives about 1; a click (a step) gives a jump far above
+    its neighbours'. ``window`` should cover a period or two of the tone.
+    """
+    d = np.abs(np.diff(np.asarray(y, np.float64)))
+    w = int(window)
+    s = np.lib.stride_tricks.sliding_window_view(d, w - 2).max(axis=1)  # s[i] = max d[i:i+w-2]
+    n = np.arange(w, len(d) - w - 1)
+    near = np.maximum(s[n - w], s[n + 3])
+    return float(np.max(d[n] / np.maximum(near, 1e-9)))

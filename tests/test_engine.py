@@ -1,0 +1,258 @@
+"""Engine: block-size independence, pitch, safety, glide, steal/swap clicks, latent range."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CASES, cents, click_ratio, estimate_f0
+
+from instrument.control.commands import LoadPatch, parse
+from instrument.engine.engine import QUEUE_CAPACITY, Engine
+from instrument.errors import ConfigError
+from instrument.model.modelfile import Decoder
+
+SR = 48000
+
+
+def _engine(decoder: Decoder, score: list[tuple[float, str]], sr: int = SR, **kw) -> Engine:
+    eng = Engine(decoder, sr, **kw)
+    for t, text in score:
+        eng.schedule(parse(text), int(round(t * sr)))
+    return eng
+
+
+def _run(eng: Engine, blocks: list[int]) -> np.ndarray:
+    return np.concatenate([eng.process(b) for b in blocks])
+
+
+BUSY_SCORE = [(0.0, "note 60 0.9"), (0.01, "latent 0.1 0.9"), (0.02, "note 64 0.5"),
+              (0.05, "bend 0.7"), (0.07, "param gain_db 3"), (0.09, "off 60"),
+              (0.1, "gate 1"), (0.12, "param noise_db 6"), (0.15, "alloff")]
+
+
+def _blocks(total: int, size: int) -> list[int]:
+    return [size] * (total // size) + ([total % size] if total % size else [])
+
+
+@pytest.mark.parametrize("size", [1, 64, 65, 441, 4096])
+def test_output_is_identical_whatever_the_block_size(pitched_decoder: Decoder, size: int):
+    total = 9000
+    ref = _run(_engine(pitched_decoder, BUSY_SCORE), [total])
+    got = _run(_engine(pitched_decoder, BUSY_SCORE), _blocks(total, size))
+    assert np.abs(ref).max() > 0.01  # something plays
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_host_block_sequence_from_cases(pitched_decoder: Decoder):
+    seq = json.loads((CASES / "realtime/callback_frames_sequence.json").read_text())
+    blocks = seq["variable_blocksize_frames"] * 2  # includes 0, 1, 441, 4096
+    ref = _run(_engine(pitched_decoder, BUSY_SCORE), [sum(blocks)])
+    got = _run(_engine(pitched_decoder, BUSY_SCORE), blocks)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_same_seed_same_output_and_reset_restarts(pitched_decoder: Decoder):
+    a = _engine(pitched_decoder, BUSY_SCORE)
+    first = a.process(6000)
+    b = _engine(pitched_decoder, BUSY_SCORE)
+    np.testing.assert_array_equal(b.process(6000), first)
+    a.reset()
+    for t, text in BUSY_SCORE:
+        a.schedule(parse(text), int(round(t * SR)))
+    np.testing.assert_array_equal(a.process(6000), first)
+
+
+def _steady(decoder: Decoder, score, sr: int, seconds: float = 1.5) -> np.ndarray:
+    eng = _engine(decoder, [(0.0, "param noise_db -60"), *score], sr)
+    y = eng.process(int(seconds * sr))
+    return y[int(0.3 * sr):]
+
+
+@pytest.mark.parametrize("sr", [44100, 48000, 96000])
+def test_a4_plays_440_hz_at_any_output_rate(pitched_decoder: Decoder, sr: int):
+    y = _steady(pitched_decoder, [(0.0, "note 69 1")], sr)
+    assert abs(cents(estimate_f0(y, sr), 440.0)) < 3.0
+
+
+def test_full_bend_up_is_plus_200_cents(pitched_decoder: Decoder):
+    y = _steady(pitched_decoder, [(0.0, "param bend_range_st 2"), (0.0, "bend 1"),
+                                  (0.0, "note 69 1")], SR)
+    assert abs(cents(estimate_f0(y, SR), 440.0) - 200.0) < 3.0
+
+
+def test_bend_during_a_note_glides_without_a_jump(pitched_decoder: Decoder):
+    eng = _engine(pitched_decoder, [(0.0, "param noise_db -60"), (0.0, "note 69 1"),
+                                    (0.3, "bend 1"), (0.6, "bend -1")])
+    y = eng.process(int(0.9 * SR))
+    steady = np.abs(np.diff(y[int(0.1 * SR):int(0.29 * SR)])).max()
+    assert np.abs(np.diff(y[int(0.29 * SR):])).max() < 1.5 * steady
+    late = y[int(0.7 * SR):]
+    assert abs(cents(estimate_f0(late, SR), 440.0) + 200.0) < 3.0
+
+
+def test_reference_level_is_about_minus_12_dbfs(pitched_decoder: Decoder):
+    y = _steady(pitched_decoder, [(0.0, "param gain_db 0"), (0.0, "param sustain 1"),
+                                  (0.0, "note 69 1")], SR)
+    rms_db = 20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+    assert -13.0 < rms_db < -11.0
+
+
+class NaNDecoder:
+    """A decoder that returns NaN/inf for some frames (a real Decoder wrapped, not a mock)."""
+
+    def __init__(self, inner: Decoder):
+        self.inner = inner
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def decode_log(self, knob_xy, f0_hz):
+        out = self.inner.decode_log(knob_xy, f0_hz).copy()
+        self.calls += 1
+        if self.calls % 3 == 0:
+            out[:, ::2] = np.nan
+        if self.calls % 5 == 0:
+            out[:, 1::3] = np.inf
+        return out
+
+
+def test_sixteen_loud_voices_and_nan_frames_stay_within_one(pitched_decoder: Decoder):
+    score = [(0.0, "param gain_db 12"), (0.0, "param noise_db 12"),
+             (0.0, "param harmonic_db 12"), (0.0, "param attack_ms 0.5")]
+    score += [(0.0, f"note {36 + 5 * k} 1") for k in range(16)]
+    for dec in (pitched_decoder, NaNDecoder(pitched_decoder)):
+        eng = _engine(dec, score)
+        y = eng.process(SR)
+        assert np.isfinite(y).all()
+        assert np.abs(y).max() <= 1.0
+        assert np.abs(y).max() > 0.5  # loud, so the limiter really worked
+        assert eng.status()["limiter_hops"] > 0
+    assert eng.status()["sanitized_frames"] > 0
+
+
+def test_latent_sweep_is_continuous(pitched_decoder: Decoder):
+    eng = _engine(pitched_decoder, [(0.0, "param glide_ms 200"), (0.0, "note 57 1"),
+                                    (0.0, "param noise_db -60")])
+    still = eng.process(int(0.3 * SR))
+    jump_still = np.abs(np.diff(still[int(0.1 * SR):])).max()
+    parts = []
+    for k in range(20):  # a sweep corner to corner in steps, glided
+        eng.send(parse(f"latent {k / 19:.4f} {1 - k / 19:.4f}"))
+        parts.append(eng.process(2400))
+    sweep = np.concatenate([still, *parts])
+    assert jump_still > 0
+    assert click_ratio(sweep) < 1.5
+    assert eng.status()["latent"][0] > 0.8
+
+
+def _high_band(y: np.ndarray, sr: int = SR, above_hz: float = 12000.0) -> np.ndarray:
+    """|signal above above_hz| away from the ends: a click is broadband, low notes are not."""
+    spec = np.fft.rfft(y.astype(np.float64))
+    spec[np.fft.rfftfreq(len(y), 1.0 / sr) < above_hz] = 0.0
+    return np.abs(np.fft.irfft(spec, len(y)))[sr // 20:-sr // 20]
+
+
+def test_steal_and_retrigger_do_not_click(pitched_decoder: Decoder):
+    # low notes: their 64 harmonics stay below 8 kHz, so energy above 12 kHz means a click
+    score = [(0.0, "param voices 2"), (0.0, "param noise_db -60"), (0.0, "note 36 1"),
+             (0.1, "note 40 1"), (0.3, "note 43 1"), (0.5, "note 43 1"), (0.7, "note 47 1")]
+    eng = _engine(pitched_decoder, score)
+    y = eng.process(SR)
+    assert eng.status()["stolen"] == 2
+    assert eng.status()["voices"] == 2
+    assert np.abs(y).max() > 0.1
+    # the same notes cut hard where the first steal happens: what a click looks like
+    one = _engine(pitched_decoder, score[:3]).process(SR)
+    one[int(0.3 * SR) + 100:] = 0.0
+    assert _high_band(one).max() > 0.005
+    assert _high_band(y).max() < 0.001
+
+
+def test_swap_decoder_crossfades(random_model_dir, pitched_decoder: Decoder):
+    other = Decoder(random_model_dir("pitched", seed=7))
+    eng = _engine(pitched_decoder, [(0.0, "param noise_db -60"), (0.0, "note 62 1")])
+    a = eng.process(int(0.3 * SR))
+    eng.swap_decoder(other)
+    b = eng.process(int(0.3 * SR))
+    steady = max(np.abs(np.diff(a[int(0.1 * SR):])).max(), np.abs(np.diff(b[1000:])).max())
+    assert np.abs(np.diff(np.concatenate([a[-1:], b]))).max() <= 1.2 * steady
+    assert click_ratio(np.concatenate([a, b])) < 1.5
+    assert eng.status()["model"] == other.name
+    # the swapped model sounds different
+    sa, sb = np.abs(np.fft.rfft(a[-8192:])), np.abs(np.fft.rfft(b[-8192:]))
+    assert np.corrcoef(sa, sb)[0, 1] < 0.99
+
+
+def _spectrum_at(decoder: Decoder, x: float, y: float) -> np.ndarray:
+    eng = _engine(decoder, [(0.0, "param glide_ms 0"), (0.0, f"latent {x} {y}"),
+                            (0.0, "note 57 1")])
+    sig = eng.process(int(0.5 * SR))[int(0.2 * SR):]
+    mag = np.abs(np.fft.rfft(sig * np.hanning(len(sig))))
+    return np.log(mag + 1e-6)
+
+
+def test_four_corners_give_different_spectra(pitched_decoder: Decoder):
+    specs = [_spectrum_at(pitched_decoder, x, y) for x, y in [(0, 0), (1, 0), (0, 1), (1, 1)]]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert np.mean(np.abs(specs[i] - specs[j])) > 0.1
+
+
+def test_freeze_holds_the_latent_and_patch_is_ignored(pitched_decoder: Decoder):
+    eng = Engine(pitched_decoder, SR)
+    eng.send(parse("freeze 1"))
+    eng.send(parse("latent 0.9 0.1"))
+    eng.send(LoadPatch("patches/default.toml"))
+    eng.process(512)
+    assert eng.status()["latent"] == [0.5, 0.5]
+    assert eng.status()["ignored"] == 1
+    eng.send(parse("freeze 0"))
+    eng.send(parse("latent_x 0.9"))  # y holds
+    eng.process(SR // 2)
+    lat = eng.status()["latent"]
+    assert lat[0] == pytest.approx(0.9, abs=1e-3) and lat[1] == 0.5
+
+
+def test_release_ends_the_voice_and_gate_drones(pitched_decoder: Decoder):
+    eng = _engine(pitched_decoder, [(0.0, "param release_ms 50"), (0.0, "note 60"),
+                                    (0.1, "off 60"), (0.1, "param drone_hz 110"),
+                                    (0.1, "gate 1")])
+    eng.process(int(0.5 * SR))
+    st = eng.status()
+    assert st["voices"] == 1  # the note ended, the drone plays
+    eng.send(parse("param noise_db -60"))
+    y = eng.process(SR)[SR // 2:]
+    assert abs(cents(estimate_f0(y, SR), 110.0)) < 3.0
+
+
+def test_full_queue_drops_and_counts(pitched_decoder: Decoder):
+    eng = Engine(pitched_decoder, SR)
+    sent = [eng.send(parse("bend 0.1")) for _ in range(QUEUE_CAPACITY + 5)]
+    assert sent.count(False) == 5 and eng.status()["dropped"] == 5
+    eng.process(256)
+    assert eng.send(parse("bend 0"))
+
+
+def test_bad_arguments_raise_clear_errors(pitched_decoder: Decoder, random_model_dir):
+    with pytest.raises(ConfigError, match="sample_rate"):
+        Engine(pitched_decoder, 1000)
+    eng = Engine(pitched_decoder, SR)
+    with pytest.raises(ConfigError, match="frames"):
+        eng.process(-1)
+    assert eng.process(0).shape == (0,)
+    with pytest.raises(ConfigError, match="pitched"):
+        Engine(Decoder(random_model_dir("unpitched")), SR)
+
+
+def test_latency_and_status_fields(pitched_decoder: Decoder):
+    eng = Engine(pitched_decoder, 44100)
+    st = eng.status()
+    for key in ("sample_rate", "block", "latency_ms", "voices", "xruns", "dropped", "model"):
+        assert key in st
+    assert eng.hop_samples == round(256 * 44100 / 48000)
+    assert eng.latency_samples == eng.hop_samples
+    assert Path(CASES).is_dir()
