@@ -444,3 +444,15 @@ def test_docs_list_every_address_and_parameter() -> None:
             assert f"`{address}`" in doc, address
     for name in params.PARAMS:
         assert f"`{name}`" in doc, name
+
+
+def test_far_future_inner_bundle_is_not_held_forever() -> None:
+    sink = Sink()
+    server = OscServer(sink, port=0)  # not started: handle_packet runs in this thread
+    inner = w.encode_bundle([w.encode_message("/inst/latent/y", 0.5)],
+                            w.unix_to_timetag(time.time() + 3e8))
+    outer = w.encode_bundle([w.encode_message("/inst/latent/x", 0.5), inner],
+                            w.unix_to_timetag(time.time() + 1.0))
+    server.handle_packet(outer, ("127.0.0.1", 9))
+    assert server.counters["far_future"] == 1 and server.counters["scheduled"] == 2
+    assert all(due < time.time() + 2.0 for due, *_ in server._heap)  # held with the outer one

@@ -428,17 +428,17 @@ class OscServer:
         if parent_due is not None and (due is None or due < parent_due):
             due = parent_due  # an inner bundle never runs before its outer bundle
         now = time.time()
-        if due is not None and parent_due is None:
-            if due > now + self.horizon_s:
-                self._counts["far_future"] += 1
-                self._rate_log(logging.WARNING, "far_future",
-                               f"OSC {_sender_text(sender)}: bundle dated {due - now:.0f} s ahead "
-                               f"(beyond the {self.horizon_s:g} s horizon); applied now; "
-                               "fix the sender's clock or send immediate bundles")
-                due = None
-            elif due <= now:
+        if due is not None and due > now + self.horizon_s:
+            self._counts["far_future"] += 1
+            self._rate_log(logging.WARNING, "far_future",
+                           f"OSC {_sender_text(sender)}: bundle dated {due - now:.0f} s ahead "
+                           f"(beyond the {self.horizon_s:g} s horizon); applied now; "
+                           "fix the sender's clock or send immediate bundles")
+            due = parent_due  # now, or together with its (held) outer bundle
+        if due is not None and due <= now:
+            if parent_due is None:
                 self._counts["late"] += 1
-                due = None
+            due = None
         for el in bundle.elements:
             if isinstance(el, oscwire.Bundle):
                 self._walk_bundle(el, due, sender)
