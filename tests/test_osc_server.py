@@ -450,7 +450,7 @@ def test_far_future_inner_bundle_is_not_held_forever() -> None:
     sink = Sink()
     server = OscServer(sink, port=0)  # not started: handle_packet runs in this thread
     inner = w.encode_bundle([w.encode_message("/inst/latent/y", 0.5)],
-                            w.unix_to_timetag(time.time() + 3e8))
+                            w.unix_to_timetag(time.time() + 3e7))  # a year ahead
     outer = w.encode_bundle([w.encode_message("/inst/latent/x", 0.5), inner],
                             w.unix_to_timetag(time.time() + 1.0))
     server.handle_packet(outer, ("127.0.0.1", 9))
