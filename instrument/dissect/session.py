@@ -1,0 +1,256 @@
+"""What a dissection plays, hop by hop: the stream through the learning network, or the
+current decoder at the knobs, or either mixed with the dry input.
+
+:class:`Dissection.process_hop` is the whole per-hop pipeline (analyse the incoming hop, hand
+its frames to the trainer, render one hop of output). It never waits for the trainer: it reads
+``trainer.snapshot`` (an immutable object swapped by reference) once per hop, so a new
+snapshot is taken up at a hop boundary. In "recon" mode the harmonic synthesizer crossfades the
+previous and the current hop's wavetables across the hop and the noise is overlap-added, so a
+weight update is a one-hop crossfade like any timbre change; in "knobs" mode the engine's
+``swap_decoder`` does the same handoff.
+
+Listen modes: ``recon`` (encode each incoming frame, decode, synthesize with the incoming f0
+and loudness: hear the network go from noise to the input), ``knobs`` (the normal engine, driven
+by OSC/MIDI, with the current decoder), ``mix`` (recon plus the dry input, delayed to line up).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from instrument.dissect.trainer import OnlineTrainer, Snapshot, floor_log
+from instrument.errors import ConfigError, describe
+
+log = logging.getLogger(__name__)
+
+LISTEN_MODES = ("recon", "knobs", "mix")
+MAX_LOG = math.log(4.0)  # clamp decoded log amplitudes before exp (an untrained net is wild)
+
+
+def check_listen(mode: str) -> str:
+    if mode not in LISTEN_MODES:
+        raise ConfigError(describe("listen mode", mode, ", ".join(LISTEN_MODES),
+                                   "send /inst/dissect/listen s recon|knobs|mix"))
+    return mode
+
+
+class StreamFrames:
+    """Incremental analysis of a hop stream (``corpus.features.StreamAnalyzer``):
+    ``process(hop)`` returns the ``Frames`` this hop completes (often one, sometimes none);
+    frame t comes ``delay_samples`` after its centre sample ``t * hop``."""
+
+    def __init__(self, mode: str, sample_rate: int):
+        from instrument.corpus import features as feat
+
+        self.mode = mode
+        self.sample_rate = int(sample_rate)
+        self.hop = feat.HOP_SAMPLES
+        self._stream = feat.StreamAnalyzer(self.sample_rate, mode)
+        self.delay_samples = int(self._stream.latency_samples)
+
+    def process(self, hop: np.ndarray):
+        return self._stream.process(hop)
+
+
+class ReconSynth:
+    """Decoded log frames + f0 + loudness -> audio, with the engine's synthesizers."""
+
+    def __init__(self, mode: str, sample_rate: int, seed: int = 0):
+        from instrument.corpus import features as feat
+        from instrument.engine.synth import HarmonicSynth, NoiseSynth
+
+        self.mode = mode
+        self.sample_rate = int(sample_rate)
+        self.hop = feat.HOP_SAMPLES
+        self.floor = floor_log()
+        self.amp_floor = feat.AMP_FLOOR
+        self.n_h = feat.N_HARMONICS
+        max_hz = 0.45 * self.sample_rate
+        if mode == "pitched":
+            edges = feat.noise_band_edges_hz(self.sample_rate, feat.N_NOISE_BANDS)
+            self.harm = HarmonicSynth(self.sample_rate, self.hop, 1, self.n_h, max_hz)
+            self.noise = NoiseSynth(self.sample_rate, self.hop, edges, max_hz, seed)
+        else:  # linear bins -> noise bands one bin wide: filtered noise with that spectrum
+            n_fft = feat.N_FFT
+            f = np.arange(n_fft // 2 + 1) * self.sample_rate / n_fft
+            edges = np.concatenate([[0.0], (f[:-1] + f[1:]) / 2, [self.sample_rate / 2]])
+            self.noise = NoiseSynth(self.sample_rate, self.hop, edges, max_hz, seed)
+            # band RMS for a unit-power magnitude frame (sum mag^2 = 1)
+        self._zero = np.zeros(1, np.float32)
+        self._slot = np.zeros(1, np.int64)
+        self._sounding = False
+        self.f0_hz = 220.0
+
+    def frame(self, log_frame: np.ndarray, f0_hz: float, voiced: bool,
+              loudness_db: float) -> np.ndarray:
+        """One hop of audio for one decoded frame (NaN-safe, unit power times loudness)."""
+        y = np.nan_to_num(np.asarray(log_frame, np.float64), nan=self.floor,
+                          posinf=MAX_LOG, neginf=self.floor)
+        amp = np.maximum(np.exp(np.clip(y, self.floor, MAX_LOG)) - self.amp_floor, 0.0)
+        gain = 10.0 ** (min(max(float(loudness_db), -120.0), 6.0) / 20.0) \
+            if math.isfinite(loudness_db) else 0.0
+        if self.mode == "pitched":
+            h, n = amp[:self.n_h], amp[self.n_h:]
+            if voiced and f0_hz > 0:
+                self.f0_hz = float(f0_hz)
+            k = np.arange(1, self.n_h + 1)
+            h = np.where(k * self.f0_hz < self.sample_rate / 2, h, 0.0) if voiced \
+                else np.zeros_like(h)
+            p = float(np.sum(h ** 2) / 2 + np.sum(n ** 2))
+            s = gain / math.sqrt(p) if p > 1e-12 else 0.0
+            if not self._sounding and voiced:
+                self.harm.start(0, self.f0_hz)
+                self._sounding = True
+            out = self.harm.process(self._slot, (h * s)[None, :].astype(np.float32),
+                                    np.array([self.f0_hz]))
+            out = out + self.noise.process((n * s)[None, :].astype(np.float32),
+                                           np.ones(1, np.float32))
+        else:
+            p = float(np.sum(amp ** 2))
+            s = gain / math.sqrt(p) if p > 1e-12 else 0.0
+            # a unit-power magnitude frame has RMS sqrt(2 * sum mag^2) / n_fft-ish; band RMS
+            # is the bin's share of the power
+            out = self.noise.process((amp * s)[None, :].astype(np.float32),
+                                     np.ones(1, np.float32))
+        return np.nan_to_num(out.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class Dissection:
+    """The per-hop pipeline: analysis -> trainer inbox, snapshot -> output hop."""
+
+    def __init__(self, trainer: OnlineTrainer, listen: str = "recon", dry_gain: float = 0.5,
+                 seed: int = 0, out_gain_db: float = -3.0):
+        self.trainer = trainer
+        self.mode = trainer.mode
+        self.sample_rate = trainer.sample_rate
+        self.listen = check_listen(listen)
+        self.dry_gain = float(dry_gain)
+        self.out_gain = 10.0 ** (out_gain_db / 20.0)
+        self.frames = StreamFrames(self.mode, self.sample_rate)
+        self.hop = self.frames.hop
+        self.synth = ReconSynth(self.mode, self.sample_rate, seed)
+        self.snap: Snapshot = trainer.snapshot
+        self.label = ""
+        self._queue: list[tuple[np.ndarray, float, bool, float]] = []
+        delay = self.frames.delay_samples
+        self._dry = np.zeros(delay + self.hop, np.float32)
+        self.engine = None
+        self.swaps = 0
+        self.hops_done = 0
+        # per-frame history for the picture sheet and the figures
+        self.in_frames: list[np.ndarray] = []
+        self.out_frames: list[np.ndarray] = []
+        self.frame_lsd_db: list[float] = []
+        self.frame_step: list[int] = []
+        self.keep_history = True
+
+    # ----------------------------------------------------------------- listen: knobs
+    def knobs_engine(self):
+        """The normal engine playing the current decoder (created on first use)."""
+        if self.engine is None:
+            from instrument.engine import Engine
+
+            self.engine = Engine(self.snap.as_decoder(), self.sample_rate)
+        return self.engine
+
+    def set_listen(self, mode: str) -> None:
+        self.listen = check_listen(mode)
+
+    # --------------------------------------------------------------------- one hop
+    def _take_snapshot(self) -> None:
+        snap = self.trainer.snapshot  # one reference read: never waits
+        if snap is self.snap:
+            return
+        self.snap = snap
+        self.swaps += 1
+        if self.engine is not None:
+            self.engine.swap_decoder(snap.as_decoder())
+
+    def process_hop(self, hop: np.ndarray) -> np.ndarray:
+        """One input hop (hop_samples,) -> one output hop, float32, never NaN."""
+        hop = np.nan_to_num(np.asarray(hop, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        self._take_snapshot()
+        fr = self.frames.process(hop)
+        if fr is not None and len(fr.features):
+            self.trainer.push(fr.features, fr.f0_hz, fr.voiced, fr.loudness_db, self.label)
+            for i in range(len(fr.features)):
+                self._queue.append((fr.features[i], float(fr.f0_hz[i]), bool(fr.voiced[i]),
+                                    float(fr.loudness_db[i])))
+        self._dry = np.roll(self._dry, -self.hop)
+        self._dry[-self.hop:] = hop
+        dry = self._dry[:self.hop]
+        self.hops_done += 1
+        if self.listen == "knobs":
+            self._queue.clear()
+            return (self.knobs_engine().process(self.hop) * 1.0).astype(np.float32)
+        rec = self._recon_one()
+        if self.listen == "mix":
+            rec = (1.0 - self.dry_gain) * rec + self.dry_gain * dry
+        return np.clip(rec * self.out_gain, -1.0, 1.0).astype(np.float32)
+
+    def _recon_one(self) -> np.ndarray:
+        if not self._queue:  # analysis still filling its window (or a chunk boundary)
+            return self.synth.frame(np.full(96 if self.mode == "pitched" else 513,
+                                            self.synth.floor), 0.0, False, -120.0)
+        x, f0, voiced, loud = self._queue.pop(0)
+        rec = self.snap.reconstruct(x[None, :], np.array([f0], np.float32))[0]
+        if self.keep_history:
+            from instrument.dissect.trainer import valid_mask
+            from instrument.model.metrics import lsd_db
+
+            v = valid_mask(self.mode, np.array([f0]), len(x), self.sample_rate)
+            d = lsd_db(rec[None], x[None], v, self.synth.floor) if \
+                (voiced or self.mode != "pitched") and loud >= self.trainer.gate_db \
+                else float("nan")
+            self.in_frames.append(x.astype(np.float16))
+            self.out_frames.append(rec.astype(np.float16))
+            self.frame_lsd_db.append(d)
+            self.frame_step.append(self.snap.step)
+        return self.synth.frame(rec, f0, voiced, loud)
+
+
+def cut_now(trainer: OnlineTrainer, name: str, out_folder: str | Path | None = None) -> Path:
+    """Write the trainer's current state as a playable model (``instrument cut`` format).
+
+    The calibration (knob square, corpus points) is computed from the replay memory.
+    """
+    import torch
+
+    from instrument.model import cut as cutmod
+    from instrument.model.calibrate import calibrate
+    from instrument.model.modelfile import MODELS_DIR
+    from instrument.model.train import CHECKPOINT_FORMAT
+
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(describe("model name", name, "a plain folder name",
+                                   "send e.g. /inst/dissect/cut s mysound"))
+    x, f0, labels = trainer.memory()
+    if len(x) == 0:
+        raise ConfigError(describe("cut", "an empty replay memory", "at least one frame",
+                                   "let the stream play a moment first"))
+    with trainer._lock:
+        snap = trainer._make_snapshot()
+        state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
+        step = trainer.step_count
+    codes = snap.encode_raw(x, f0)
+    cal = calibrate(codes, labels, seed=trainer.seed)
+    spec = {**trainer.spec, "sample_rate": trainer.sample_rate,
+            "hop_samples": trainer.hop_samples}
+    ck = {"format": CHECKPOINT_FORMAT, "spec": spec, "step": step, "complete": False,
+          "model": state, "calibration": cal,
+          "corpus": {"source": "dissect stream", "frames": int(len(x)),
+                     "labels": sorted(set(labels)),
+                     "licence": "the stream's licence (not recorded)"},
+          "figures": {"lsd_db": round(float(snap.lsd_db), 4) if math.isfinite(snap.lsd_db)
+                      else None, "loss": round(float(snap.loss), 5)
+                      if math.isfinite(snap.loss) else None}}
+    out = Path(out_folder) if out_folder is not None else MODELS_DIR / name
+    with tempfile.TemporaryDirectory() as td:
+        path = Path(td) / "dissect.pt"
+        torch.save(ck, path)
+        return cutmod.cut(path, out, name)
