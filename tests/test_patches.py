@@ -109,7 +109,8 @@ BAD = [
      "latent.y"),
     ("[[osc]]\naddress = \"/1/xy\"\nargs = [\"latent.x\", \"latent.y\"]\ninvert = [true]\n",
      "osc[0].invert", "True", "2 booleans"),
-    ("[[osc]]\naddress = \"/a\"\nargs = [\"gate\"]\n[[osc]]\naddress = \"/a\"\nargs = [\"freeze\"]\n",
+    ("[[osc]]\naddress = \"/a\"\nargs = [\"gate\"]\n"
+     "[[osc]]\naddress = \"/a\"\nargs = [\"freeze\"]\n",
      "osc[1].address", "/a", "once"),
 ]
 

@@ -24,7 +24,7 @@ import mido
 
 from instrument.control.commands import AllNotesOff, Command, NoteOff, NoteOn, PitchBend, SetParam
 from instrument.control.midiparse import MidiByteParser
-from instrument.control.patches import MidiMap, Patch, target_command
+from instrument.control.patches import SWITCH_TARGETS, MidiMap, Patch, target_command
 from instrument.errors import DeviceError, describe
 
 log = logging.getLogger("instrument.midi")
@@ -213,7 +213,7 @@ class MidiMapper:
         if ln.spec.target == "sustain":
             self._sustain(self._channels[ch], u >= 0.5, out)
             return
-        if ln.spec.smooth_ms > 0:
+        if ln.spec.smooth_ms > 0 and ln.spec.target not in SWITCH_TARGETS:
             if ln.value is None:
                 ln.value, ln.t_s = u, now
             else:

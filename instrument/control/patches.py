@@ -21,8 +21,9 @@ A patch file (format ``instrument-patch/1``)::
     smooth_ms = 0                  # one-pole smoothing time of the incoming value
     [[osc]]                        # an address alias: each argument feeds a target
     address = "/1/xy"
-    args = ["latent.y", "latent.x"]
+    args = ["latent.y", "latent.x"]   # see OSC_TARGETS; "" skips an argument
     invert = [false, true]
+    swap = false                   # swap the first two arguments
 
 :func:`load_patch` checks everything; every mistake is a :class:`PatchError` naming the
 file, the key (dotted path such as ``midi[2].target``), the value, what is allowed and the
