@@ -155,3 +155,14 @@ def test_unreadable_files(tmp_path):
     f.write_bytes(HEAD.encode() + b"model = \"caf\xe9\"\n")
     with pytest.raises(PatchError, match=r"latin1\.toml.*0xe9.*UTF-8"):
         load_patch(f)
+
+
+@pytest.mark.parametrize("name", ["default", "touchosc", "nanokontrol2"])
+def test_shipped_osc_aliases_are_accepted_by_the_osc_server(name):
+    from instrument.control.osc import OscServer
+
+    server = OscServer(lambda cmd: True, port=0)  # not started: add_alias only checks
+    for a in load_patch(PATCHES / f"{name}.toml").osc:
+        alias = server.add_alias(a.address, list(a.args), list(a.invert), a.swap)
+        assert alias.targets == a.args
+    assert set(server.aliases) == {a.address for a in load_patch(PATCHES / f"{name}.toml").osc}
