@@ -442,11 +442,11 @@ class MidiInput:
         try:
             if self.port_name is not None:
                 target = match_port(self.port_name, names)
-                port = be.open_input(target, callback=self._on_message,
-                                     client_name=None)
+                port = be.open_input(target, callback=self._on_message)
             else:
                 target = self.virtual_name or "instrument"
-                port = be.open_input(target, virtual=True, callback=self._on_message)
+                port = be.open_input(target, client_name=self.client_name,
+                                     callback=self._on_message)
         except DeviceError:
             raise
         except Exception as err:
