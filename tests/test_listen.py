@@ -444,3 +444,19 @@ def test_package_imports_without_sounddevice():
                        timeout=60)
     assert r.returncode == 0, r.stderr
 
+
+
+def test_drive_mode_turns_sounding_coords_into_setlatent():
+    from instrument.control.commands import SetLatent
+    from instrument.listen.live import follow_into, latent_command
+
+    a = Coord(0.0, 0.2, 0.3, -20, True, False)
+    b = Coord(0.01, 0.6, 0.7, -25, False, False)
+    quiet = Coord(0.02, 0.6, 0.7, -90, False, True)
+    assert latent_command([a, b, quiet]) == SetLatent(0.6, 0.7)
+    assert latent_command([quiet]) is None and latent_command([]) is None
+    sent: list = []
+    on = follow_into(sent.append)
+    on([a])
+    on([quiet])
+    assert sent == [SetLatent(0.2, 0.3)]

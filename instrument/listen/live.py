@@ -336,6 +336,30 @@ class Listener:
         self.stop()
 
 
+def latent_command(coords: list[Coord]):
+    """Drive mode: the newest sounding Coord of a batch as ``SetLatent(x, y)``, else None.
+
+    Silent frames give nothing, so the synthesizer's point holds while the input is quiet
+    (unvoiced frames carry the held position, so they do not move it either)."""
+    from instrument.control.commands import SetLatent
+
+    for c in reversed(coords):
+        if not c.silent:
+            return SetLatent(min(1.0, max(0.0, c.x)), min(1.0, max(0.0, c.y)))
+    return None
+
+
+def follow_into(send: Callable[[object], object]) -> Callable[[list[Coord]], None]:
+    """An ``on_coords`` for drive mode: ``Listener(..., on_coords=follow_into(engine.send))``."""
+
+    def on_coords(coords: list[Coord]) -> None:
+        cmd = latent_command(coords)
+        if cmd is not None:
+            send(cmd)
+
+    return on_coords
+
+
 def listen(model: str | Path | None = None, device: int | str | None = None,
            file: str | Path | None = None, loop: bool = False, send: Iterable[str] = (),
            address: str = DEFAULT_ADDRESS, wekinator: bool = False, smoothing_ms: float = 0.0,
