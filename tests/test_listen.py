@@ -460,3 +460,23 @@ def test_drive_mode_turns_sounding_coords_into_setlatent():
     on([a])
     on([quiet])
     assert sent == [SetLatent(0.2, 0.3)]
+
+
+def test_a_44k_model_listens_to_a_48k_device(tmp_path):
+    """The device_samplerate_mismatch case, turned round: open at the device rate, resample."""
+    m44 = make_random_model(tmp_path / "m44", sample_rate=44100)
+    x = make_signal(48000)
+    f = Follower(m44, 48000)
+    assert f.model_rate == 44100 and f.sample_rate == 48000
+    coords = encode_audio(m44, x, 48000)
+    assert encode_audio(m44, x, 48000, block_frames=470) == coords
+    assert coords[2].time_s == pytest.approx(2 * 256 / 44100)
+    assert len(coords) == pytest.approx(len(x) / 48000 * 44100 / 256, abs=2)
+    # the same sound at the model's own rate lands at the same place (steady part)
+    native = encode_audio(m44, tone(0.3, 220.0, 44100), 44100)
+    resampled = encode_audio(m44, tone(0.3, 220.0, 48000), 48000)
+
+    def steady(cs):
+        return np.median([[c.x, c.y] for c in cs if 0.1 < c.time_s < 0.25], axis=0)
+
+    assert np.allclose(steady(native), steady(resampled), atol=0.01)
