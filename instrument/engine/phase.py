@@ -42,8 +42,6 @@ GAMMA_HANN = 0.25645  # lam / n_fft^2 of the Gaussian that best matches a Hann w
 _BLOCK = 1.0e9  # priority of a bin below tolerance: it blocks every path
 _ISLAND = 1.0e4  # a bin with no significant predecessor is a source only below every real one
 _TWO_PI = 2.0 * math.pi
-CLAMP_DPHI = 0.0
-CLAMP_W = 0.0
 
 
 def hann_periodic(n_fft: int) -> np.ndarray:
@@ -191,6 +189,8 @@ class PhaseReconstructor:
         self._valid = np.zeros(v, bool)
         self._g1 = np.zeros((v, b), f8)
         self._g2 = np.zeros((v, b), f8)
+        self._g1b = np.zeros((v, b), f8)
+        self._tiebreak = 1e-9 * np.arange(b)
         self._cplx = np.zeros((v, b), np.complex128)
         self._out = np.zeros((v, b), np.complex64)
         self._shifts = [1 << i for i in range(max(1, math.ceil(math.log2(b))))]
@@ -269,8 +269,6 @@ class PhaseReconstructor:
         dm[:, 0] = 0.0
         dm[:, -1] = 0.0
         np.multiply(dm, self._w_scale, out=self._w)
-        if CLAMP_W:
-            np.clip(self._w, -CLAMP_W * _TWO_PI / self.n_fft, CLAMP_W * _TWO_PI / self.n_fft, out=self._w)
         self._w += self._bin_w
         if fresh.any():
             np.copyto(self._prev_w, self._w, where=fresh[:, None])
@@ -283,8 +281,6 @@ class PhaseReconstructor:
             dn *= 0.5
             # A voice whose next frame is its first real one: use the backward difference.
         np.multiply(dn, self._dphi_scale, out=self._dphi)
-        if CLAMP_DPHI:
-            np.clip(self._dphi, -CLAMP_DPHI, CLAMP_DPHI, out=self._dphi)
         # Time-step candidate for every bin: trapezoid of the instantaneous frequency.
         np.add(self._prev_w, self._w, out=self._tphase)
         self._tphase *= 0.5 * self.hop_samples
@@ -321,20 +317,22 @@ class PhaseReconstructor:
         v = self.n_voices
         lo, hi, lo2, hi2 = self._lo, self._hi, self._lo2, self._hi2
         sig, src = self._sig, self._src
-        # hi = node priority (blocked below tolerance); lo = min(source priority, hi).
-        g1, g2 = self._g1, self._g2
+        # hi = node priority (log|X|, blocking below tolerance); g2 = the node's own source
+        # priority (previous frame's log|X|; far below every real one when that bin was not
+        # significant, so a new island starts at its largest bin); ties go to the lower bin,
+        # like the heap's pop order; lo = min(g2, hi).
+        g1, g2, g3 = self._g1, self._g2, self._g1b
         np.copyto(g1, ls)
         np.copyto(g1, -_BLOCK, where=~sig)
         np.logical_and(self._prev_sig, sig, out=src)
         np.subtract(ls, _ISLAND, out=g2)
         np.copyto(g2, self._prev_log, where=src)
-        np.minimum(g2, g1, out=g2)
+        g2 -= self._tiebreak
+        np.minimum(g2, g1, out=g3)
         hi[:v] = g1
         hi[v:] = g1[:, ::-1]
-        lo[:v] = g2
-        lo[v:] = g2[:, ::-1]
-        src_lo = self._tmp  # keep each node's own lo to detect restarts
-        np.copyto(src_lo, g2)
+        lo[:v] = g3
+        lo[v:] = g3[:, ::-1]
         last = len(self._shifts) - 1
         for i, d in enumerate(self._shifts):
             # f[k] <- f[k] o f[k-d]:  lo' = min(hi_k, max(lo_k, lo_{k-d})),
@@ -348,23 +346,32 @@ class PhaseReconstructor:
                 hi2[:, :d] = hi[:, :d]
             lo, lo2 = lo2, lo
             hi, hi2 = hi2, hi
-        # lo now holds the widest-path level reaching each bin from the left / from the right.
-        best = lo
-        # A bin restarts (takes the time step) when its own source is as good as the path.
-        own = lo2  # reuse: own lo in scan order
-        own[:v] = src_lo
-        own[v:] = src_lo[:, ::-1]
-        np.equal(best, own, out=self._restart)
+        # lo[k]: widest-path level through bin k from a source at or before k (scan order).
+        # A bin restarts (takes the time step) when its own source beats the level arriving
+        # from the bin before it; otherwise it inherits that bin's root.
+        arrive = hi  # reuse: level arriving at k from k-1 (no path at k = 0)
+        arrive[:, 0] = -np.inf
+        arrive[:, 1:] = lo[:, :-1]
+        own = lo2  # reuse: the unclamped source priority, in scan order
+        own[:v] = g2
+        own[v:] = g2[:, ::-1]
+        restart = self._restart
+        np.greater_equal(own, arrive, out=restart)
         root = self._root
-        np.multiply(self._restart, self._idx, out=root)
+        np.multiply(restart, self._idx, out=root)
         np.maximum.accumulate(root, axis=1, out=root)
-        # Right-direction roots are in reversed index space.
-        root_r = root[v:, ::-1]
+        # Each bin: the best of its own source, the left arrival and the right arrival.
+        # Right-direction results are in reversed bin order.
+        arr_l, arr_r = arrive[:v], arrive[v:, ::-1]
+        root_l, root_r = root[:v], root[v:, ::-1]
         np.subtract(self.n_bins - 1, root_r, out=root_r)
-        np.greater_equal(best[:v], best[v:, ::-1], out=self._take_l)
         rootv = self._rootv
+        np.greater_equal(arr_l, arr_r, out=self._take_l)
         np.copyto(rootv, root_r)
-        np.copyto(rootv, root[:v], where=self._take_l)
+        np.copyto(rootv, root_l, where=self._take_l)
+        # Own source best on both sides: the bin is its own root (root_l == k there too).
+        np.greater_equal(own[:v], np.maximum(arr_l, arr_r, out=self._g1), out=self._take_l)
+        np.copyto(rootv, self._idx[:v], where=self._take_l)
         self._apply_roots(rootv)
 
     def _apply_roots(self, rootv: np.ndarray) -> None:

@@ -125,6 +125,8 @@ def band_bin_weights(edges_hz: np.ndarray, n_fft: int, sample_rate: int,
         sel = usable & (f >= edges[b]) & (f < edges[b + 1])
         if not sel.any():
             centre = 0.5 * (edges[b] + edges[b + 1])
+            if centre >= max_hz:
+                continue
             j = int(np.clip(round(centre * n_fft / sample_rate), 1, n_bins - 2))
             if not usable[j]:
                 continue
