@@ -44,6 +44,53 @@ _ISLAND = 1.0e4  # a bin with no significant predecessor is a source only below 
 _TWO_PI = 2.0 * math.pi
 
 
+class _RandomPhases:
+    """Random phases in [0, 2 pi) without per-call generator cost: a fixed table read at a
+    fresh random offset each call (only bins below tolerance use them)."""
+
+    def __init__(self, shape: tuple[int, int], seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+        n = shape[0] * shape[1]
+        self._size = n
+        self._table = self._rng.random(max(1 << 16, 4 * n)) * _TWO_PI
+        self._offsets = self._rng.integers(0, len(self._table) - n, 4096)
+        self._i = 0
+        self._shape = shape
+
+    def next(self) -> np.ndarray:
+        """A (n_voices, n_bins) view of random phases (valid until the next call)."""
+        self._i = (self._i + 1) % len(self._offsets)
+        o = int(self._offsets[self._i])
+        return self._table[o:o + self._size].reshape(self._shape)
+
+
+def _prefix(op: np.ufunc, a: np.ndarray, tmp: np.ndarray, shifts: list[int]) -> np.ndarray:
+    """Inclusive scan of ``op`` along axis 1 in log2 steps (Hillis-Steele); returns the
+    buffer (``a`` or ``tmp``) that holds the result."""
+    for d in shifts:
+        op(a[:, d:], a[:, :-d], out=tmp[:, d:])
+        tmp[:, :d] = a[:, :d]
+        a, tmp = tmp, a
+    return a
+
+
+def _wrap(phase: np.ndarray, tmp: np.ndarray) -> None:
+    """phase <- phase mod 2 pi, in place (floor is much cheaper than fmod)."""
+    np.multiply(phase, 1.0 / _TWO_PI, out=tmp)
+    np.floor(tmp, out=tmp)
+    tmp *= _TWO_PI
+    phase -= tmp
+
+
+def _polar(mag: np.ndarray, phase: np.ndarray, out: np.ndarray, tmp32: np.ndarray) -> None:
+    """out (complex64) <- mag * exp(i phase); trigonometry in float32 (SIMD)."""
+    np.copyto(tmp32, phase, casting="same_kind")
+    np.cos(tmp32, out=out.real)
+    np.sin(tmp32, out=out.imag)
+    np.copyto(tmp32, mag, casting="same_kind")
+    out *= tmp32
+
+
 def hann_periodic(n_fft: int) -> np.ndarray:
     """Periodic Hann window of length ``n_fft`` (peak at index ``n_fft // 2``)."""
     k = np.arange(n_fft)
@@ -174,7 +221,9 @@ class PhaseReconstructor:
         self._cum = np.zeros((v, b), f8)
         self._tphase = np.zeros((v, b), f8)
         self._phase = np.zeros((v, b), f8)
-        self._rand = np.zeros((v, b), f8)
+        self._random = _RandomPhases((v, b), seed)
+        self._f32 = np.zeros((v, b), np.float32)
+        self._ib = np.zeros((2 * v, b), np.intp)
         self._tmp = np.zeros((v, b), f8)
         self._lo = np.zeros((2 * v, b), f8)
         self._hi = np.zeros((2 * v, b), f8)
@@ -191,7 +240,6 @@ class PhaseReconstructor:
         self._g2 = np.zeros((v, b), f8)
         self._g1b = np.zeros((v, b), f8)
         self._tiebreak = 1e-9 * np.arange(b)
-        self._cplx = np.zeros((v, b), np.complex128)
         self._out = np.zeros((v, b), np.complex64)
         self._shifts = [1 << i for i in range(max(1, math.ceil(math.log2(b))))]
 
@@ -254,9 +302,7 @@ class PhaseReconstructor:
             # No previous frame: zero time derivative, previous phase random, no sources.
             f = fresh[:, None]
             np.copyto(self._prev_log, ls, where=f)
-            self._rng.random(out=self._rand)
-            self._rand *= _TWO_PI
-            np.copyto(self._prev_phase, self._rand, where=f)
+            np.copyto(self._prev_phase, self._random.next(), where=f)
             np.copyto(self._prev_sig, False, where=f)
         # Significance against the current frame's own maximum.
         np.max(mag, axis=1, keepdims=True, out=self._fmax)
@@ -290,16 +336,16 @@ class PhaseReconstructor:
         np.add(self._dphi[:, 1:], self._dphi[:, :-1], out=cum[:, 1:])
         cum[:, 1:] *= 0.5
         cum[:, 0] = 0.0
-        np.cumsum(cum, axis=1, out=cum)
+        res = _prefix(np.add, cum, self._tmp, self._shifts)
+        if res is not cum:
+            np.copyto(cum, res)
         if self.integration == "scan":
             self._integrate_scan(ls)
         else:
             self._integrate_heap(ls)
         # Random phase below tolerance.
-        self._rng.random(out=self._rand)
-        self._rand *= _TWO_PI
-        np.copyto(self._phase, self._rand, where=~self._sig)
-        np.remainder(self._phase, _TWO_PI, out=self._phase)
+        np.copyto(self._phase, self._random.next(), where=~self._sig)
+        _wrap(self._phase, self._tmp)
         # State for the next frame.
         np.copyto(self._prev_log, ls)
         np.copyto(self._prev_w, self._w)
@@ -307,10 +353,7 @@ class PhaseReconstructor:
         np.copyto(self._prev_sig, self._sig)
         fresh[:] = False
         # Output coefficients.
-        np.multiply(self._phase, 1j, out=self._cplx)
-        np.exp(self._cplx, out=self._cplx)
-        self._cplx *= mag
-        np.copyto(self._out, self._cplx, casting="same_kind")
+        _polar(mag, self._phase, self._out, self._f32)
 
     def _integrate_scan(self, ls: np.ndarray) -> None:
         """Widest-path roots by a clamp-function prefix scan, both directions at once."""
@@ -359,7 +402,9 @@ class PhaseReconstructor:
         np.greater_equal(own, arrive, out=restart)
         root = self._root
         np.multiply(restart, self._idx, out=root)
-        np.maximum.accumulate(root, axis=1, out=root)
+        res = _prefix(np.maximum, root, self._ib, self._shifts)
+        if res is not root:
+            np.copyto(root, res)
         # Each bin: the best of its own source, the left arrival and the right arrival.
         # Right-direction results are in reversed bin order.
         arr_l, arr_r = arrive[:v], arrive[v:, ::-1]
@@ -436,7 +481,8 @@ class BaselinePhase:
         self._advance = _TWO_PI * hop_samples * np.arange(self.n_bins) / n_fft
         self._phase = np.zeros((n_voices, self.n_bins))
         self._mag = np.zeros((n_voices, self.n_bins))
-        self._cplx = np.zeros((n_voices, self.n_bins), np.complex128)
+        self._tmp = np.zeros((n_voices, self.n_bins))
+        self._f32 = np.zeros((n_voices, self.n_bins), np.float32)
         self._out = np.zeros((n_voices, self.n_bins), np.complex64)
 
     def reset(self, voice: int | None = None) -> None:
@@ -449,11 +495,8 @@ class BaselinePhase:
             self._phase *= _TWO_PI
         elif self.kind == "vocoder":
             self._phase += self._advance
-            np.remainder(self._phase, _TWO_PI, out=self._phase)
-        np.multiply(self._phase, 1j, out=self._cplx)
-        np.exp(self._cplx, out=self._cplx)
-        self._cplx *= self._mag
-        np.copyto(self._out, self._cplx, casting="same_kind")
+            _wrap(self._phase, self._tmp)
+        _polar(self._mag, self._phase, self._out, self._f32)
         return self._out
 
 
@@ -519,7 +562,8 @@ class UnpitchedSynth:
         self.latency_samples = self.ola.latency_samples + lookahead_frames * hop_samples
         self.bad_gains = 0  # calls whose gains held NaN/inf (those voices were muted)
         self._gains = np.zeros(n_voices, np.float64)
-        self._spec = np.zeros(self.n_bins, np.complex128)
+        self._gains_c = np.zeros(n_voices, np.complex64)
+        self._spec = np.zeros(self.n_bins, np.complex64)
 
     @property
     def bad_frames(self) -> int:
@@ -541,5 +585,6 @@ class UnpitchedSynth:
             self.bad_gains += 1
             np.nan_to_num(g, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         coeffs = self.phase.process(mag)
-        np.matmul(g, coeffs, out=self._spec)
+        np.copyto(self._gains_c, g, casting="unsafe")
+        np.matmul(self._gains_c, coeffs, out=self._spec)
         return self.ola.process(self._spec)
