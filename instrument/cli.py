@@ -83,8 +83,8 @@ def _p_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--checkpoint", default="checkpoints/model.pt", help="checkpoint path")
     p.add_argument("--mode", choices=["auto", "pitched", "unpitched"], default="auto",
                    help="synthesis mode; auto measures the corpus's periodicity")
-    p.add_argument("--seconds", type=float, default=180.0, help="training time budget")
-    p.add_argument("--steps", type=int, default=None, help="step budget (overrides --seconds)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 3000)")
+    p.add_argument("--seconds", type=float, default=None, help="stop earlier after this long")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=48000, help="model sample rate (Hz)")

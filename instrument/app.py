@@ -1,0 +1,251 @@
+"""The verbs behind ``instrument ...``: thin glue between the stages.
+
+``Session`` is the live instrument: one engine (at the device rate), an OSC server, an
+optional MIDI input and an optional follower (drive mode), all feeding ``engine.send``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from instrument.errors import ConfigError, InstrumentError, describe
+
+log = logging.getLogger("instrument")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shipped(path: str | Path) -> Path:
+    """``path`` as given if it exists, else relative to the project (shipped patches/scores)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    q = ROOT / p
+    return q if q.exists() else p
+
+
+def _patch(path: str | None):
+    from instrument.control.patches import Patch, load_patch
+
+    if path is None:
+        default = ROOT / "patches" / "default.toml"
+        return load_patch(default) if default.is_file() else Patch.default()
+    return load_patch(shipped(path))
+
+
+# --------------------------------------------------------------------------- render
+def cmd_render(a: argparse.Namespace) -> int:
+    import numpy as np
+    import soundfile as sf
+
+    from instrument.engine.render import render
+    from instrument.engine.score import Event, load
+    from instrument.model.modelfile import Decoder
+
+    patch = _patch(a.patch)
+    decoder = Decoder(a.model or patch.model)
+    rate = int(a.rate or decoder.sample_rate)
+    if not 8000 <= rate <= 384000:
+        raise ConfigError(describe("render --rate", rate, "8000..384000 Hz", "pick a rate"))
+    events = [Event(0.0, c) for c in patch.initial_commands()] + load(shipped(a.score))
+    t0 = time.perf_counter()
+    audio = render(decoder, events, rate, block_frames=a.block)
+    sf.write(a.out, audio, rate, subtype="PCM_24")
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    print(f"render: {a.out}: {len(audio) / rate:.2f} s at {rate} Hz, model {decoder.name} "
+          f"({decoder.mode}), {len(events)} events, peak {20 * math.log10(max(peak, 1e-10)):.1f}"
+          f" dBFS, {time.perf_counter() - t0:.2f} s to render")
+    return 0
+
+
+# --------------------------------------------------------------------------- play
+class Session:
+    """The live instrument: engine + audio player + OSC + MIDI (+ follower)."""
+
+    def __init__(self, a: argparse.Namespace):
+        from instrument.engine.engine import Engine
+        from instrument.engine.stream import Player
+        from instrument.model.modelfile import Decoder
+
+        self.args = a
+        self.patch = _patch(a.patch)
+        self.decoder = Decoder(a.model or self.patch.model)
+        self.player = Player(lambda rate: Engine(self.decoder, rate, block_hint=a.block),
+                             device=a.device, sample_rate=a.rate, blocksize=a.block)
+        self.engine = self.player.engine
+        self.osc = None
+        self.midi = None
+        self.listener = None
+
+    def status(self) -> dict:
+        s = self.player.status()
+        s["model"] = self.decoder.name
+        s["patch"] = self.patch.path or "built-in"
+        s["midi"] = self.midi.opened_name if self.midi else "off"
+        return s
+
+    def apply_patch(self, patch) -> None:
+        for cmd in patch.initial_commands():
+            self.engine.send(cmd)
+        if self.osc is not None:
+            self.osc.clear_aliases()
+            for al in patch.osc:
+                self.osc.add_alias(al.address, list(al.args), list(al.invert), al.swap)
+        if self.midi is not None:
+            from instrument.control.midi import MidiMapper
+
+            self.midi.mapper = MidiMapper(patch.midi)
+
+    def load_patch(self, path: str) -> None:
+        """``/inst/patch/load``: raises InstrumentError (-> /inst/fail) or applies it."""
+        from instrument.model.modelfile import Decoder
+
+        patch = _patch(path)
+        if self.args.model is None and patch.model != self.decoder.name:
+            dec = Decoder(patch.model)
+            self.engine.swap_decoder(dec)
+            self.decoder = dec
+        self.patch = patch
+        self.apply_patch(patch)
+        log.info("patch loaded: %s", patch.path)
+
+    def start(self) -> Session:
+        from instrument.control.midi import MidiInput, MidiMapper
+        from instrument.control.osc import OscServer
+
+        a = self.args
+        self.osc = OscServer(self.engine.send, status=self.status, load_patch=self.load_patch,
+                             host=a.osc_host, port=a.osc_port)
+        self.apply_patch(self.patch)
+        self.osc.start()
+        if not a.no_midi:
+            self.midi = MidiInput.try_open(self.engine.send, port_name=a.midi,
+                                           mapper=MidiMapper(self.patch.midi))
+        self.player.start()
+        if a.follow:
+            from instrument.listen.live import Listener, follow_into
+
+            src = Path(a.follow)
+            kw = {"file": src, "loop": True} if src.is_file() else {"device": a.follow}
+            self.listener = Listener(a.model or self.patch.model, on_coords=follow_into(
+                self.engine.send), control_port=None, **kw).start()
+        self._banner()
+        return self
+
+    def _banner(self) -> None:
+        s = self.status()
+        lines = [
+            f"play: model {self.decoder.name} ({self.decoder.mode}, {self.decoder.sample_rate} Hz)"
+            f", patch {s['patch']}",
+            f"audio: {s['device']} at {s['sample_rate']} Hz, block {s['block']}, latency "
+            f"{s['latency_samples']} samples ({s['latency_ms']:.1f} ms)",
+            f"OSC: listening on {self.osc.host}:{self.osc.port} (send /inst/status for a reply)",
+            f"MIDI: {'in: ' + self.midi.opened_name if self.midi else 'off (see above)'}",
+        ]
+        if self.listener is not None:
+            lines.append(f"follow: {self.args.follow} -> latent (encoder latency "
+                         f"{self.listener.status().get('latency_ms', float('nan')):.1f} ms)")
+        print("\n".join(lines), flush=True)
+
+    def stop(self) -> None:
+        for part in (self.listener, self.midi, self.osc, self.player):
+            if part is not None:
+                try:
+                    part.stop() if hasattr(part, "stop") else part.close()
+                except Exception as e:  # keep closing the rest
+                    log.warning("stopping %s: %s", type(part).__name__, e)
+
+
+def cmd_play(a: argparse.Namespace) -> int:
+    if a.seconds is not None and not (math.isfinite(a.seconds) and a.seconds > 0):
+        raise ConfigError(describe("play --seconds", a.seconds, "> 0", "omit it to run until "
+                                   "Ctrl-C"))
+    s = Session(a).start()
+    try:
+        t_end = None if a.seconds is None else time.monotonic() + a.seconds
+        while t_end is None or time.monotonic() < t_end:
+            time.sleep(0.1)
+    finally:
+        st = s.status()
+        s.stop()
+        print(f"play: stopped; xruns {st['xruns']}, dropped commands {st['dropped']}, "
+              f"OSC {s.osc.counters.get('applied', 0)} applied / "
+              f"{s.osc.counters.get('dropped', 0)} dropped")
+    return 0
+
+
+# --------------------------------------------------------------------------- others
+def cmd_devices(a: argparse.Namespace) -> int:
+    from instrument.control.midi import list_ports
+
+    try:
+        from instrument.engine.stream import list_devices
+
+        devs = list_devices()
+        print("audio devices:")
+        for d in devs:
+            print(f"  [{d['index']}] {d['name']} ({d['hostapi']}): "
+                  f"{d['max_input_channels']} in, {d['max_output_channels']} out, "
+                  f"{d['default_samplerate']:g} Hz")
+        if not devs:
+            print("  none (use 'instrument render' to make sound offline)")
+    except InstrumentError as e:
+        print(f"audio devices: none ({e})")
+    m = list_ports()
+    print(f"MIDI ({m['backend']}):" + (f" off: {m['error']}" if m.get("error") else ""))
+    for n in m.get("inputs", []):
+        print(f"  in:  {n}")
+    for n in m.get("outputs", []):
+        print(f"  out: {n}")
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from instrument.model.train import TrainConfig, train
+
+    cfg = TrainConfig(mode=None if a.mode == "auto" else a.mode, seed=a.seed, device=a.device,
+                      sample_rate=a.sample_rate, max_seconds=a.seconds,
+                      progress=sys.stderr.isatty())
+    if a.steps is not None:
+        cfg.steps = a.steps
+    ck = train(a.folder, a.checkpoint, cfg, resume=a.resume)
+    print(f"train: checkpoint {ck}")
+    if a.cut:
+        from instrument.model.cut import cut
+
+        out = cut(ck, ROOT / "models" / a.cut, name=a.cut)
+        print(f"cut: {out}")
+    return 0
+
+
+def cmd_cut(a: argparse.Namespace) -> int:
+    from instrument.model.cut import cut
+
+    name = a.name or Path(a.checkpoint).stem
+    out = cut(a.checkpoint, Path(a.out) if a.out else ROOT / "models" / name, name=name)
+    print(f"cut: {out} (decoder.safetensors + encoder.safetensors + model.json, self-checked)")
+    return 0
+
+
+def cmd_listen(a: argparse.Namespace) -> int:
+    from instrument.listen.live import listen_main
+
+    return listen_main(a)
+
+
+def cmd_encode(a: argparse.Namespace) -> int:
+    from instrument.listen.encode import encode_main
+
+    return encode_main(a)
+
+
+def cmd_dissect(a: argparse.Namespace) -> int:
+    from instrument.dissect.main import dissect_main
+
+    return dissect_main(a.source, device=a.device, render=a.render, plot=a.plot,
+                        listen=a.listen, mode=a.mode, seconds=a.seconds, seed=a.seed,
+                        osc_port=a.osc_port)
