@@ -36,6 +36,8 @@ AMP_FLOOR = 1e-4
 PITCHED_THRESHOLD = 0.5          # periodicity at or above this -> "pitched"
 MODES = ("pitched", "unpitched")
 PAD_FACTOR = 2                   # zero padding of the harmonic analysis FFT
+WIDE_HARMONICS = 4               # the lowest harmonics (usually strongest) are subtracted
+NARROW_SUBTRACT_BINS = 24        # over +-SUBTRACT_BINS, the others over +-NARROW_SUBTRACT_BINS
 SUBTRACT_BINS = 24               # padded bins either side of a peak where it is subtracted
 POWER_FLOOR = 1e-12              # frames below this mean square are "silent" (-120 dB)
 CHUNK_FRAMES = 256
@@ -105,10 +107,11 @@ class _PitchedAnalysis:
         self.band_bins = self.band_matrix.sum(axis=0)
         self.k = np.arange(1, N_HARMONICS + 1, dtype=np.float64)
         self.lobe = PAD_FACTOR * 2                      # main lobe half width, padded bins
-        # the window kernel, tabulated finely (linear interpolation error < 1e-6 of peak)
-        self.ker_grid = np.arange(-(SUBTRACT_BINS + 1) * 256, (SUBTRACT_BINS + 1) * 256 + 1
-                                  ) / 256.0
-        self.ker_table = _hann_kernel(self.ker_grid, self.n, self.m)
+        # the window kernel at offsets j - frac (j = -S..S bins, frac in [-0.5, 0.5] on a
+        # 1/256 grid): K[q, j]
+        self.fracs = np.linspace(-0.5, 0.5, 257)
+        self.offs = np.arange(-SUBTRACT_BINS, SUBTRACT_BINS + 1)
+        self.ker_table = _hann_kernel(self.offs[None, :] - self.fracs[:, None], self.n, self.m)
 
     def spectrum(self, seg: np.ndarray) -> np.ndarray:
         """Zero-phase windowed, zero-padded rfft (B, n_bins)."""
@@ -146,23 +149,30 @@ class _PitchedAnalysis:
         harm = np.where(valid, 2.0 * np.exp(peak) / self.gain, 0.0)
         pos = mi + delta
         # subtract the fitted sinusoids (their whole kernel, side lobes included)
-        res = np.concatenate([spec, np.zeros((b_n, 1), spec.dtype)], axis=1)  # + dummy bin
         peak_bin = spec[rows, mi]
         unit = peak_bin / np.maximum(np.abs(peak_bin), 1e-300)
         camp = np.where(valid, 0.5 * harm * unit, 0.0)        # (A/2) e^{i phi}
         base = np.rint(pos).astype(np.int64)
-        kept = np.ones((b_n, self.n_bins + 1), bool)
-        rr = np.broadcast_to(rows, base.shape)
-        for j in range(-SUBTRACT_BINS, SUBTRACT_BINS + 1):
-            idx = base + j
-            ok = valid & (idx >= 0) & (idx < self.n_bins)
-            idx = np.where(ok, idx, self.n_bins)          # unused -> dummy bin (distinct
-            ker = np.interp(idx - pos, self.ker_grid, self.ker_table, 0.0, 0.0)  # (harmonics
-            # never share a bin; the dummy bin's offset is out of the table -> 0)
-            res[rr, idx] -= np.where(ok, camp * ker, 0.0)
-            if abs(j) <= self.lobe:
-                kept[rr, idx] = False
-        res, kept = res[:, :-1], kept[:, :-1]
+        q = np.rint((pos - base + 0.5) * 256.0).astype(np.int64)
+        width = self.n_bins + 1                                           # + a dummy bin
+        total = b_n * width
+        flats, contribs, lobes = [], [], []
+        for hs, s_bins in ((slice(0, WIDE_HARMONICS), SUBTRACT_BINS),
+                           (slice(WIDE_HARMONICS, N_HARMONICS), NARROW_SUBTRACT_BINS)):
+            cols = slice(SUBTRACT_BINS - s_bins, SUBTRACT_BINS + s_bins + 1)
+            offs = self.offs[cols]
+            idx = base[:, hs, None] + offs[None, None, :]                 # (B, h, 2s+1)
+            inside = valid[:, hs, None] & (idx >= 0) & (idx < self.n_bins)
+            flat = rows[:, :, None] * width + np.where(inside, idx, self.n_bins)
+            flats.append(flat.ravel())
+            contribs.append((camp[:, hs, None] * self.ker_table[q[:, hs]][:, :, cols]).ravel())
+            lobes.append(flat[:, :, np.abs(offs) <= self.lobe].ravel())
+        flat, contrib = np.concatenate(flats), np.concatenate(contribs)
+        sub = (np.bincount(flat, contrib.real, total)
+               + 1j * np.bincount(flat, contrib.imag, total)).reshape(b_n, width)
+        res = spec - sub[:, :-1]
+        kept = np.bincount(np.concatenate(lobes), minlength=total
+                           ).reshape(b_n, width)[:, :-1] == 0
         power = res.real ** 2 + res.imag ** 2
         kept_f = kept.astype(np.float64)
         sums = (power * kept_f) @ self.band_matrix
