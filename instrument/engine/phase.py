@@ -550,11 +550,12 @@ class UnpitchedSynth:
     :func:`stft` convention (the decoder's unit-power frames), ``gains`` (n_voices,) linear
     factors on them; returns (hop_samples,) float32, reused by the next call.
     ``latency_samples``: output sample ``i`` holds signal time ``i - latency_samples``, where
-    frame ``t`` is centred on ``t * hop_samples``.
+    frame ``t`` is centred on ``t * hop_samples``: ``n_fft // 2 + lookahead_frames * hop``
+    (768 samples by default; ``lookahead_frames=0`` saves one hop at some cost on transients).
     """
 
     def __init__(self, n_fft: int = 1024, hop_samples: int = 256, n_voices: int = 1, *,
-                 lookahead_frames: int = 0, seed: int = 0) -> None:
+                 lookahead_frames: int = 1, seed: int = 0) -> None:
         self.phase = PhaseReconstructor(n_fft, hop_samples, n_voices,
                                         lookahead_frames=lookahead_frames, seed=seed)
         self.ola = OverlapAdd(n_fft, hop_samples)
