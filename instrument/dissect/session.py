@@ -153,7 +153,7 @@ class Dissection:
     def knobs_engine(self):
         """The normal engine playing the current decoder (created on first use)."""
         if self.engine is None:
-            from instrument.engine import Engine
+            from instrument.engine.engine import Engine
 
             self.engine = Engine(self.snap.as_decoder(), self.sample_rate)
         return self.engine

@@ -376,6 +376,8 @@ class OnlineTrainer:
             return False
         with self._lock:
             self._set_norm()
+            if self.step_count == 0 and 0 not in self._moment_steps:
+                self._maybe_record_codes(self.snapshot)  # the untrained square
             x, f0 = self._mem.sample(self.batch)
             valid = valid_mask(self.mode, f0, self.n_feat, self.sample_rate)
             loss, _ = recon_loss(self.model, torch.from_numpy(x),
