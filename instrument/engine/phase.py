@@ -64,16 +64,6 @@ class _RandomPhases:
         return self._table[o:o + self._size].reshape(self._shape)
 
 
-def _prefix(op: np.ufunc, a: np.ndarray, tmp: np.ndarray, shifts: list[int]) -> np.ndarray:
-    """Inclusive scan of ``op`` along axis 1 in log2 steps (Hillis-Steele); returns the
-    buffer (``a`` or ``tmp``) that holds the result."""
-    for d in shifts:
-        op(a[:, d:], a[:, :-d], out=tmp[:, d:])
-        tmp[:, :d] = a[:, :d]
-        a, tmp = tmp, a
-    return a
-
-
 def _wrap(phase: np.ndarray, tmp: np.ndarray) -> None:
     """phase <- phase mod 2 pi, in place (floor is much cheaper than fmod)."""
     np.multiply(phase, 1.0 / _TWO_PI, out=tmp)
@@ -223,12 +213,9 @@ class PhaseReconstructor:
         self._phase = np.zeros((v, b), f8)
         self._random = _RandomPhases((v, b), seed)
         self._f32 = np.zeros((v, b), np.float32)
-        self._ib = np.zeros((2 * v, b), np.intp)
         self._tmp = np.zeros((v, b), f8)
-        self._lo = np.zeros((2 * v, b), f8)
-        self._hi = np.zeros((2 * v, b), f8)
-        self._lo2 = np.zeros((2 * v, b), f8)
-        self._hi2 = np.zeros((2 * v, b), f8)
+        self._lh = np.zeros((2, 2 * v, b), f8)
+        self._lh2 = np.zeros((2, 2 * v, b), f8)
         self._restart = np.zeros((2 * v, b), bool)
         self._root = np.zeros((2 * v, b), np.intp)
         self._take_l = np.zeros((v, b), bool)
@@ -336,9 +323,7 @@ class PhaseReconstructor:
         np.add(self._dphi[:, 1:], self._dphi[:, :-1], out=cum[:, 1:])
         cum[:, 1:] *= 0.5
         cum[:, 0] = 0.0
-        res = _prefix(np.add, cum, self._tmp, self._shifts)
-        if res is not cum:
-            np.copyto(cum, res)
+        np.cumsum(cum, axis=1, out=cum)
         if self.integration == "scan":
             self._integrate_scan(ls)
         else:
@@ -358,7 +343,6 @@ class PhaseReconstructor:
     def _integrate_scan(self, ls: np.ndarray) -> None:
         """Widest-path roots by a clamp-function prefix scan, both directions at once."""
         v = self.n_voices
-        lo, hi, lo2, hi2 = self._lo, self._hi, self._lo2, self._hi2
         sig, src = self._sig, self._src
         # hi = node priority (log|X|, blocking below tolerance); g2 = the node's own source
         # priority (previous frame's log|X|; far below every real one when that bin was not
@@ -372,23 +356,20 @@ class PhaseReconstructor:
         np.copyto(g2, self._prev_log, where=src)
         g2 -= self._tiebreak
         np.minimum(g2, g1, out=g3)
-        hi[:v] = g1
-        hi[v:] = g1[:, ::-1]
-        lo[:v] = g3
-        lo[v:] = g3[:, ::-1]
-        last = len(self._shifts) - 1
-        for i, d in enumerate(self._shifts):
+        lh, lh2 = self._lh, self._lh2  # [lo; hi] stacked: one ufunc call serves both
+        lh[0, :v] = g3
+        lh[0, v:] = g3[:, ::-1]
+        lh[1, :v] = g1
+        lh[1, v:] = g1[:, ::-1]
+        for d in self._shifts:
             # f[k] <- f[k] o f[k-d]:  lo' = min(hi_k, max(lo_k, lo_{k-d})),
             #                         hi' = min(hi_k, max(lo_k, hi_{k-d})).
-            np.maximum(lo[:, d:], lo[:, :-d], out=lo2[:, d:])
-            np.minimum(lo2[:, d:], hi[:, d:], out=lo2[:, d:])
-            lo2[:, :d] = lo[:, :d]
-            if i < last:
-                np.maximum(lo[:, d:], hi[:, :-d], out=hi2[:, d:])
-                np.minimum(hi2[:, d:], hi[:, d:], out=hi2[:, d:])
-                hi2[:, :d] = hi[:, :d]
-            lo, lo2 = lo2, lo
-            hi, hi2 = hi2, hi
+            np.maximum(lh[0:1, :, d:], lh[:, :, :-d], out=lh2[:, :, d:])
+            np.minimum(lh2[:, :, d:], lh[1:2, :, d:], out=lh2[:, :, d:])
+            lh2[:, :, :d] = lh[:, :, :d]
+            lh, lh2 = lh2, lh
+        lo = lh[0]
+        hi, lo2 = lh2[0], lh2[1]  # free buffers from here on
         # lo[k]: widest-path level through bin k from a source at or before k (scan order).
         # A bin restarts (takes the time step) when its own source beats the level arriving
         # from the bin before it; otherwise it inherits that bin's root.
@@ -402,9 +383,7 @@ class PhaseReconstructor:
         np.greater_equal(own, arrive, out=restart)
         root = self._root
         np.multiply(restart, self._idx, out=root)
-        res = _prefix(np.maximum, root, self._ib, self._shifts)
-        if res is not root:
-            np.copyto(root, res)
+        np.maximum.accumulate(root, axis=1, out=root)
         # Each bin: the best of its own source, the left arrival and the right arrival.
         # Right-direction results are in reversed bin order.
         arr_l, arr_r = arrive[:v], arrive[v:, ::-1]
