@@ -82,8 +82,8 @@ def render_corpus(out_dir: Path, programs: dict[str, int], notes: list[int], sec
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "default")
-    ap.add_argument("--seconds", type=float, default=170.0, help="training time limit")
-    ap.add_argument("--steps", type=int, default=40000)
+    ap.add_argument("--seconds", type=float, default=175.0, help="training time limit")
+    ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--keep-corpus", type=Path, default=None,
                     help="render the corpus here and keep it")
     args = ap.parse_args(argv)
