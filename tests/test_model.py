@@ -64,3 +64,20 @@ def test_calibration_box_covers_codes() -> None:
     pts = np.array(cal["corpus_points"])
     assert len(pts) == 500 and pts.min() >= 0 and pts.max() <= 1
     assert len(cal["corpus_labels"]) == 500
+
+
+def test_shipped_default_model_loads_and_spans_timbres() -> None:
+    from instrument.model.metrics import frame_lsd_db
+    from instrument.model.modelfile import MODELS_DIR, Decoder, Encoder
+
+    dec, enc = Decoder(MODELS_DIR / "default"), Encoder(MODELS_DIR / "default")
+    assert dec.pitched and enc.pitched and dec.sample_rate == 48000
+    assert "MIT" in dec.meta["corpus"]["licence"]
+    corners = dec.decode_log(np.array([[0, 0], [1, 0], [0, 1], [1, 1]], np.float32),
+                             np.full(4, 261.63, np.float32))
+    floor = float(np.log(1e-4))
+    d = [frame_lsd_db(corners[i:i + 1], corners[j:j + 1], floor)[0]
+         for i in range(4) for j in range(i + 1, 4)]
+    assert min(d) > 3.0
+    t = dec.meta["training"]
+    assert t["lsd_db"] < t["pca_lsd_db"] - 1.5
