@@ -39,10 +39,12 @@ class LiveDissection:
 
     block_hint = 256
 
-    def __init__(self, session: Dissection, hops_iter, device_source=None):
+    def __init__(self, session: Dissection, hops_iter, device_source=None,
+                 hops_per_block: int = 4):
         self.session = session
         self.sample_rate = session.sample_rate
-        self.hop_samples = session.hop
+        self.n_hops = int(hops_per_block)
+        self.hop_samples = session.hop * self.n_hops  # the Player asks for this much at once
         self._hops = hops_iter
         self._device = device_source
         self._buf = np.zeros(self.hop_samples, np.float32)
@@ -54,23 +56,25 @@ class LiveDissection:
         self.latency_samples = self.hop_samples + session.frames.delay_samples
 
     def _next_hop(self) -> np.ndarray:
+        h = self.session.hop
         if self._device is not None:
             d = self._device
-            if d._written - d._read < self.hop_samples:
+            if d._written - d._read < h:
                 self.input_short += 1
-                return np.zeros(self.hop_samples, np.float32)
+                return np.zeros(h, np.float32)
         try:
             return next(self._hops)
         except StopIteration:
             self.ended.set()
-            return np.zeros(self.hop_samples, np.float32)
+            return np.zeros(h, np.float32)
 
     def process(self, frames: int) -> np.ndarray:
         out = np.empty(int(frames), np.float32)
         pos, hop = 0, self.hop_samples
         while pos < frames:
             if self._pos >= hop:
-                self._buf = self.session.process_hop(self._next_hop())
+                block = np.concatenate([self._next_hop() for _ in range(self.n_hops)])
+                self._buf = self.session.process_block(block)
                 self._pos = 0
             n = min(hop - self._pos, frames - pos)
             out[pos:pos + n] = self._buf[self._pos:self._pos + n]

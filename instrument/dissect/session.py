@@ -139,6 +139,7 @@ class Dissection:
         self._queue: list[tuple[np.ndarray, float, bool, float]] = []
         delay = self.frames.delay_samples
         self._dry = np.zeros(delay + self.hop, np.float32)
+        self._silent = np.full(trainer.n_feat, floor_log(), np.float32)
         self.engine = None
         self.swaps = 0
         self.hops_done = 0
@@ -173,45 +174,72 @@ class Dissection:
 
     def process_hop(self, hop: np.ndarray) -> np.ndarray:
         """One input hop (hop_samples,) -> one output hop, float32, never NaN."""
-        hop = np.nan_to_num(np.asarray(hop, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        return self.process_block(hop)
+
+    def process_block(self, audio: np.ndarray) -> np.ndarray:
+        """A whole number of input hops -> as many output hops (analysis and the networks
+        run once per block, the synthesis once per hop). A new snapshot is taken up at the
+        block's start, which is a hop boundary."""
+        x = np.nan_to_num(np.asarray(audio, np.float32).reshape(-1), nan=0.0, posinf=0.0,
+                          neginf=0.0)
+        h = self.hop
+        n_hops = len(x) // h
+        if n_hops * h != len(x):
+            raise ConfigError(describe("dissect block length", len(x),
+                                       f"a multiple of the hop ({h} samples)",
+                                       "feed whole hops"))
         self._take_snapshot()
-        fr = self.frames.process(hop)
+        fr = self.frames.process(x)
         if fr is not None and len(fr.features):
             self.trainer.push(fr.features, fr.f0_hz, fr.voiced, fr.loudness_db, self.label)
             for i in range(len(fr.features)):
                 self._queue.append((fr.features[i], float(fr.f0_hz[i]), bool(fr.voiced[i]),
                                     float(fr.loudness_db[i])))
-        self._dry = np.roll(self._dry, -self.hop)
-        self._dry[-self.hop:] = hop
-        dry = self._dry[:self.hop]
-        self.hops_done += 1
+        self.hops_done += n_hops
         if self.listen == "knobs":
             self._queue.clear()
-            return (self.knobs_engine().process(self.hop) * 1.0).astype(np.float32)
-        rec = self._recon_one()
-        if self.listen == "mix":
-            rec = (1.0 - self.dry_gain) * rec + self.dry_gain * dry
-        return np.clip(rec * self.out_gain, -1.0, 1.0).astype(np.float32)
+            self._dry[:] = 0.0
+            return np.clip(self.knobs_engine().process(len(x)), -1.0, 1.0).astype(np.float32)
+        out = np.empty(len(x), np.float32)
+        take = self._queue[:n_hops]
+        del self._queue[:n_hops]
+        recs = self._reconstruct(take) if take else None
+        for i in range(n_hops):
+            if i < len(take):
+                _, f0, voiced, loud = take[i]
+                y = self.synth.frame(recs[i], f0, voiced, loud)
+            else:  # the analysis is still filling its window
+                y = self.synth.frame(self._silent, 0.0, False, -120.0)
+            self._dry = np.roll(self._dry, -h)
+            self._dry[-h:] = x[i * h:(i + 1) * h]
+            if self.listen == "mix":
+                y = (1.0 - self.dry_gain) * y + self.dry_gain * self._dry[:h]
+            out[i * h:(i + 1) * h] = y
+        return np.clip(out * self.out_gain, -1.0, 1.0).astype(np.float32)
 
-    def _recon_one(self) -> np.ndarray:
-        if not self._queue:  # analysis still filling its window (or a chunk boundary)
-            return self.synth.frame(np.full(96 if self.mode == "pitched" else 513,
-                                            self.synth.floor), 0.0, False, -120.0)
-        x, f0, voiced, loud = self._queue.pop(0)
-        rec = self.snap.reconstruct(x[None, :], np.array([f0], np.float32))[0]
+    def _reconstruct(self, take: list) -> np.ndarray:
+        xs = np.stack([t[0] for t in take])
+        f0 = np.array([t[1] for t in take], np.float32)
+        rec = self.snap.reconstruct(xs, f0)
         if self.keep_history:
             from instrument.dissect.trainer import valid_mask
-            from instrument.model.metrics import lsd_db
+            from instrument.model.metrics import LOG_TO_DB
 
-            v = valid_mask(self.mode, np.array([f0]), len(x), self.sample_rate)
-            d = lsd_db(rec[None], x[None], v, self.synth.floor) if \
-                (voiced or self.mode != "pitched") and loud >= self.trainer.gate_db \
-                else float("nan")
-            self.in_frames.append(x.astype(np.float16))
-            self.out_frames.append(rec.astype(np.float16))
-            self.frame_lsd_db.append(d)
-            self.frame_step.append(self.snap.step)
-        return self.synth.frame(rec, f0, voiced, loud)
+            v = valid_mask(self.mode, f0, xs.shape[1], self.sample_rate)
+            lo = self.synth.floor
+            for i, (x, _f0, voiced, loud) in enumerate(take):
+                ok = (voiced or self.mode != "pitched") and loud >= self.trainer.gate_db
+                d = float("nan")
+                if ok:
+                    aud = v[i] & (x >= lo + 20.0 / LOG_TO_DB)  # audible: 20 dB above the floor
+                    if aud.any():
+                        r = np.maximum(rec[i][aud], lo) - np.maximum(x[aud], lo)
+                        d = float(np.sqrt(np.mean((r * LOG_TO_DB) ** 2)))
+                self.in_frames.append(x.astype(np.float16))
+                self.out_frames.append(rec[i].astype(np.float16))
+                self.frame_lsd_db.append(d)
+                self.frame_step.append(self.snap.step)
+        return rec
 
 
 def cut_now(trainer: OnlineTrainer, name: str, out_folder: str | Path | None = None) -> Path:
