@@ -122,7 +122,8 @@ class NaNDecoder:
 
 def test_sixteen_loud_voices_and_nan_frames_stay_within_one(pitched_decoder: Decoder):
     score = [(0.0, "param gain_db 12"), (0.0, "param noise_db 12"),
-             (0.0, "param harmonic_db 12"), (0.0, "param attack_ms 0.5")]
+             (0.0, "param harmonic_db 12"), (0.0, "param attack_ms 0.5"),
+             (0.0, "param glide_ms 2000"), (0.0, "latent 1 0")]  # moving: decoded every hop
     score += [(0.0, f"note {36 + 5 * k} 1") for k in range(16)]
     for dec in (pitched_decoder, NaNDecoder(pitched_decoder)):
         eng = _engine(dec, score)

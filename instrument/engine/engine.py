@@ -195,6 +195,8 @@ class Engine:
         self.samples_out = 0
         self._buf = np.zeros(self.hop_samples, np.float32)
         self._buf_pos = self.hop_samples
+        self._decode_key: tuple | None = None
+        self._decoded: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
     def _latent_default_y(self) -> float:
         return self._target["latent_y"]
@@ -310,7 +312,10 @@ class Engine:
         glide_ms = self._target["glide_ms"]
         a = 1.0 if glide_ms <= 0.0 else 1.0 - math.exp(-self.hop_ms / glide_ms)
         for i in (0, 1):
-            self._latent[i] += (self._latent_target[i] - self._latent[i]) * a
+            gap = self._latent_target[i] - self._latent[i]
+            # snap when close, so a settled latent is exactly steady (the synth then skips work)
+            self._latent[i] = self._latent_target[i] if abs(gap) < 1e-6 else \
+                self._latent[i] + gap * a
 
     def _render_hop(self) -> np.ndarray:
         if self._pending_decoder is not None:
@@ -350,7 +355,23 @@ class Engine:
         n_v = len(voices)
         slots = np.fromiter((v.slot for v in voices), np.int64, n_v)
         f0 = np.fromiter((self._voice_hz(v.key) for v in voices), np.float64, n_v)
-        knob = np.empty((n_v, 2), np.float32)
+        key = (dec, tuple(self._latent), f0.tobytes())
+        if key == self._decode_key:  # same decoder, latent and pitches as the last hop
+            harm, noise = self._decoded
+        else:
+            harm, noise = self._decode(dec, f0)
+            self._decode_key, self._decoded = key, (harm, noise)
+        lev = np.asarray(levels, np.float64) * out_gain
+        s = self._smooth
+        h_gain = (lev * _db(s["harmonic_db"])).astype(np.float32)
+        n_gain = (lev * _db(s["noise_db"])).astype(np.float32)
+        y = self._harm.process(slots, harm * h_gain[:, None], f0)
+        y = y + self._noise.process(noise, n_gain)
+        return y
+
+    def _decode(self, dec, f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decoder frames for the voices, sanitized and normalised to unit power."""
+        knob = np.empty((len(f0), 2), np.float32)
         knob[:, 0], knob[:, 1] = self._latent
         raw = dec.decode_log(knob, f0)
         if not np.isfinite(raw).all():
@@ -362,10 +383,5 @@ class Engine:
         harm, noise = amp[:, :n_h], amp[:, n_h:]
         power = 0.5 * np.square(harm).sum(axis=1) + np.square(noise).sum(axis=1)
         norm = np.where(power > 1e-12, 1.0 / np.sqrt(np.maximum(power, 1e-12)), 0.0)
-        lev = np.asarray(levels, np.float64) * norm * out_gain
-        s = self._smooth
-        h_gain = (lev * _db(s["harmonic_db"])).astype(np.float32)
-        n_gain = (lev * _db(s["noise_db"])).astype(np.float32)
-        y = self._harm.process(slots, harm * h_gain[:, None], f0)
-        y = y + self._noise.process(noise, n_gain)
-        return y
+        norm = norm.astype(np.float32)[:, None]
+        return harm * norm, noise * norm

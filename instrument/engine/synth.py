@@ -42,6 +42,7 @@ class HarmonicSynth:
         self.tables = np.zeros((self.n_slots, self._L1), np.float32)
         self.phase_cycles = np.zeros(self.n_slots, np.float64)
         self.f0_hz = np.full(self.n_slots, 440.0, np.float64)
+        self.amps = np.zeros((self.n_slots, self.n_harmonics), np.float32)  # of the tables
         self._harm_k = np.arange(1, self.n_harmonics + 1, dtype=np.float64)
         self._n = np.arange(self.hop_samples, dtype=np.float64)  # 0..hop-1
         self._ramp = ((self._n + 1.0) / self.hop_samples).astype(np.float32)  # (0, 1]
@@ -51,11 +52,13 @@ class HarmonicSynth:
     def start(self, slot: int, f0_hz: float) -> None:
         """A new voice in ``slot``: silent previous table, phase 0, f0 without glide."""
         self.tables[slot] = 0.0
+        self.amps[slot] = 0.0
         self.phase_cycles[slot] = 0.0
         self.f0_hz[slot] = f0_hz
 
     def reset(self) -> None:
         self.tables[:] = 0.0
+        self.amps[:] = 0.0
         self.phase_cycles[:] = 0.0
         self.f0_hz[:] = 440.0
 
@@ -72,7 +75,23 @@ class HarmonicSynth:
         f0_1 = np.asarray(f0_end_hz, np.float64)
         # band limit: zero harmonics at or above max_hz for the highest f0 of the hop
         f_top = np.maximum(f0_0, f0_1)
-        amps = np.where(self._harm_k[None, :] * f_top[:, None] < self.max_hz, amps, 0.0)
+        amps = np.where(self._harm_k[None, :] * f_top[:, None] < self.max_hz, amps,
+                        np.float32(0.0))
+        steady = np.array_equal(f0_0, f0_1) and np.array_equal(amps, self.amps[slots])
+        if steady:  # nothing changed: read the stored tables, no new table, no crossfade
+            inc = f0_0 / self.sample_rate
+            ph = self.phase_cycles[slots, None] + inc[:, None] * self._n[None, :]
+            self.phase_cycles[slots] = (self.phase_cycles[slots] + inc * hop) % 1.0
+            pos = (ph % 1.0) * L
+            idx = pos.astype(np.int64)
+            np.minimum(idx, L - 1, out=idx)
+            frac = (pos - idx).astype(np.float32)
+            flat = self.tables.reshape(-1)
+            i0 = idx + (slots[:, None] * self._L1)
+            p0 = flat[i0]
+            y = p0 + frac * (flat[i0 + 1] - p0)
+            return y.sum(axis=0, dtype=np.float32) if len(slots) > 1 else y[0]
+        self.amps[slots] = amps
         spec = np.zeros((len(slots), self.n_harmonics + 1), np.complex64)
         spec[:, 1:] = amps * self._spec_scale
         cur = np.empty((len(slots), self._L1), np.float32)

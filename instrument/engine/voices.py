@@ -40,6 +40,8 @@ def advance(v: Voice, hop_ms: float, attack_ms: float, decay_ms: float, sustain:
             v.stage = DECAY
     elif v.stage == DECAY:
         v.level = sustain + (v.level - sustain) * math.exp(-hop_ms * LN_1000 / decay_ms)
+        if abs(v.level - sustain) < 1e-6:
+            v.level = sustain  # settled: exactly steady, so the synth can skip work
         if sustain <= 0.0 and v.level < RELEASE_END_LEVEL:
             v.level, v.done = 0.0, True
     elif v.stage == RELEASE:

@@ -1,0 +1,80 @@
+"""Engine speed: one voice's realtime factor and 16 voices' share of a core, at 128-sample
+blocks, against a naive per-harmonic np.sin oscillator bank measured in the same run.
+
+Run: /work/venv/bin/python bench/bench_engine.py [MODEL]   (default: a random-weight model)
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from instrument.control.commands import parse  # noqa: E402
+from instrument.engine.engine import Engine  # noqa: E402
+from instrument.model.modelfile import Decoder  # noqa: E402
+
+SR = 48000
+BLOCK = 128
+SECONDS = 4.0
+
+
+def _decoder(arg: str | None) -> Decoder:
+    if arg:
+        return Decoder(arg)
+    from conftest import make_random_model
+
+    return Decoder(make_random_model(Path(tempfile.mkdtemp()) / "m"))
+
+
+def engine_seconds(decoder: Decoder, n_voices: int, moving: bool) -> float:
+    eng = Engine(decoder, SR)
+    for k in range(n_voices):
+        eng.send(parse(f"note {40 + 3 * k} 0.8"))
+    eng.send(parse("param glide_ms 300"))
+    eng.process(SR // 2)  # warm up; the envelope settles to sustain
+    blocks = int(SECONDS * SR / BLOCK)
+    t0 = time.perf_counter()
+    for i in range(blocks):
+        if moving and i % 200 == 0:  # keep the timbre moving, as when played
+            eng.send(parse(f"latent {(i // 200) % 2} 0.5"))
+        eng.process(BLOCK)
+    return time.perf_counter() - t0
+
+
+def naive_seconds(n_voices: int, n_harmonics: int = 64) -> float:
+    """Baseline: per-block np.sin for every harmonic of every voice (no decoder, no noise)."""
+    f0 = 440.0 * 2.0 ** ((np.arange(n_voices)[:, None] * 3 - 29) / 12.0)
+    k = np.arange(1, n_harmonics + 1)[None, :]
+    freqs = (f0 * k)[:, :, None]  # (V, H, 1)
+    amps = (1.0 / k)[:, :, None] * (freqs < SR / 2)
+    n = np.arange(BLOCK)[None, None, :]
+    phase = np.zeros((n_voices, n_harmonics, 1))
+    blocks = int(SECONDS * SR / BLOCK)
+    t0 = time.perf_counter()
+    for _ in range(blocks):
+        ph = phase + 2 * np.pi * freqs * n / SR
+        (amps * np.sin(ph)).sum(axis=(0, 1))
+        phase = (phase + 2 * np.pi * freqs * BLOCK / SR) % (2 * np.pi)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    dec = _decoder(sys.argv[1] if len(sys.argv) > 1 else None)
+    print(f"model {dec.name}, output {SR} Hz, blocks of {BLOCK}, {SECONDS:g} s of audio each")
+    for v, moving in ((1, False), (1, True), (16, False), (16, True)):
+        e, b = engine_seconds(dec, v, moving), naive_seconds(v)
+        what = "latent moving" if moving else "steady held "
+        print(f"{v:2d} voice(s), {what}: engine {SECONDS / e:7.1f}x realtime "
+              f"({100 * e / SECONDS:5.1f}% of a core) | naive np.sin bank "
+              f"{SECONDS / b:7.1f}x ({100 * b / SECONDS:5.1f}%)"
+              f" | engine is {b / e:5.2f}x the baseline's speed")
+
+
+if __name__ == "__main__":
+    main()
