@@ -172,6 +172,8 @@ class NoiseSynth:
 
     def set_bands(self, edges_hz: np.ndarray) -> None:
         self.weights = band_bin_weights(edges_hz, self.n_fft, self.sample_rate, self.max_hz)
+        self._last_power = np.zeros(0)
+        self._mag = np.zeros(self.n_fft // 2 + 1, np.float32)
 
     def reset(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -185,9 +187,12 @@ class NoiseSynth:
         if len(gains) == 0 or not band_power.any():
             self.tail = np.zeros(hop, np.float32)
             return out
-        mag = np.sqrt((band_power.astype(np.float32) @ self.weights) * 0.5)
-        z = self.rng.standard_normal((2, mag.shape[0]), dtype=np.float32)
-        frame = np.fft.irfft(mag * (z[0] + 1j * z[1]), self.n_fft).astype(np.float32)
+        if not np.array_equal(band_power, self._last_power):  # else reuse the bin magnitudes
+            self._last_power = band_power
+            self._mag = np.sqrt((band_power.astype(np.float32) @ self.weights) * 0.5)
+        z = self.rng.standard_normal(2 * self._mag.shape[0], dtype=np.float32).view(np.complex64)
+        z *= self._mag
+        frame = np.fft.irfft(z, self.n_fft).astype(np.float32)
         frame *= self.window
         y = out + frame[:hop]
         self.tail = frame[hop:].copy()
