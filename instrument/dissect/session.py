@@ -262,7 +262,7 @@ def cut_now(trainer: OnlineTrainer, name: str, out_folder: str | Path | None = N
         raise ConfigError(describe("cut", "an empty replay memory", "at least one frame",
                                    "let the stream play a moment first"))
     with trainer._lock:
-        snap = trainer._make_snapshot()
+        snap = trainer._make_snapshot(record=False)
         state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
         step = trainer.step_count
     codes = snap.encode_raw(x, f0)

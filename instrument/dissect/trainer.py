@@ -399,8 +399,9 @@ class OnlineTrainer:
                 self.snapshot = self._make_snapshot()
         return True
 
-    def _make_snapshot(self) -> Snapshot:
-        """Export the weights as numpy (call with the lock held, or before threads start)."""
+    def _make_snapshot(self, record: bool = True) -> Snapshot:
+        """Export the weights as numpy (call with the lock held, or before threads start);
+        ``record`` adds it to the history and tells the listeners."""
         m = self.model
         enc, dec = m.numpy_encoder(), m.numpy_decoder()
         mean = m.mean.numpy().copy()
@@ -423,6 +424,8 @@ class OnlineTrainer:
             snap = Snapshot(self.step_count, self.loss, lsd, self.mode, self.sample_rate,
                             self.hop_samples, enc, dec, mean, std, raw_lo, raw_hi,
                             self.generation)
+        if not record:
+            return snap
         p = Progress(self.step_count, self.loss, lsd, self._n, time.perf_counter() - self._t0)
         self.history.append(p)
         self._maybe_record_codes(snap)
