@@ -75,6 +75,7 @@ def _live(source, device, plot, listen, mode, seconds, seed, osc_port, sample_ra
         hops = src.hops()
     trainer = OnlineTrainer(mode, rate, seed=seed)
     session = Dissection(trainer, listen=listen, seed=seed)
+    session.keep_history = plot is not None  # per-frame history grows ~70 kB/s
     if dev_src is not None:
         dev_src.start()
         hops = dev_src.hops()
