@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -209,9 +208,11 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     cfg = TrainConfig(mode=None if a.mode == "auto" else a.mode, seed=a.seed, device=a.device,
                       sample_rate=a.sample_rate, max_seconds=a.seconds,
-                      progress=sys.stderr.isatty())
+                      progress=True)
     if a.steps is not None:
         cfg.steps = a.steps
+    if a.licence:
+        cfg.licence = a.licence
     ck = train(a.folder, a.checkpoint, cfg, resume=a.resume)
     print(f"train: checkpoint {ck}")
     if a.cut:

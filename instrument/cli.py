@@ -89,6 +89,8 @@ def _p_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=48000, help="model sample rate (Hz)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--licence", default=None, help="the licence of the training sounds "
+                   "(stored in the model file)")
     p.add_argument("--cut", metavar="NAME", default=None,
                    help="after training, cut the model to models/NAME")
 

@@ -7,6 +7,7 @@ already hold ``Frames`` (the online dissect feature). Everything is deterministi
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from instrument.errors import CorpusError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LICENCE = "unknown: state the licence of the training sounds"
 
@@ -132,9 +135,11 @@ def from_frames(frames: list, notes: list[int | None] | None = None, gate_db: fl
 
 
 def _choose_mode(corpus, sample_rate: int) -> str:
-    from instrument.corpus.features import choose_mode
+    from instrument.corpus.features import PITCHED_THRESHOLD, choose_mode
 
-    mode, _ = choose_mode(corpus.clips, sample_rate)
+    mode, periodicity = choose_mode(corpus.clips, sample_rate)
+    log.info("mode: %s (periodicity %.2f of sounding frames voiced; %s at >= %.2f); "
+             "override with --mode", mode, periodicity, "pitched", PITCHED_THRESHOLD)
     return mode
 
 
