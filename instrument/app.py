@@ -126,12 +126,14 @@ class Session:
                                            mapper=MidiMapper(self.patch.midi))
         self.player.start()
         if a.follow:
-            from instrument.listen.live import Listener, follow_into
+            from instrument.listen.live import Drive, Listener
 
             src = Path(a.follow)
             kw = {"file": src, "loop": True} if src.is_file() else {"device": a.follow}
-            self.listener = Listener(a.model or self.patch.model, on_coords=follow_into(
-                self.engine.send), control_port=None, **kw).start()
+            drive = Drive(self.engine.send, voice=not a.follow_latent_only,
+                          base_gain_db=self.patch.param("gain_db"))
+            self.listener = Listener(a.model or self.patch.model, on_coords=drive,
+                                     control_port=None, **kw).start()
         self._banner()
         return self
 

@@ -117,7 +117,10 @@ def _p_play(p: argparse.ArgumentParser) -> None:
                    "default: a virtual port named 'instrument'")
     p.add_argument("--no-midi", action="store_true", help="do not open MIDI")
     p.add_argument("--follow", default=None, metavar="INPUT",
-                   help="drive the latent from live input: an input device, or a file to play")
+                   help="drive mode: live input (an input device, or a file played in a loop) "
+                   "moves the latent and plays the drone voice at its pitch and loudness")
+    p.add_argument("--follow-latent-only", action="store_true",
+                   help="with --follow: move the latent only (MIDI/OSC notes play)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
 
 

@@ -26,8 +26,9 @@ def test_every_verb_has_help(capsys):
 def test_readme_render_makes_sound_from_the_shipped_model(tmp_path):
     """``instrument render -o demo.wav`` from any folder, with no torch imported."""
     out = tmp_path / "demo.wav"
-    code = ("import sys; from instrument.cli import main; rc = main(['render', '-o', %r]); "
-            "assert 'torch' not in sys.modules, 'render imported torch'; sys.exit(rc)" % str(out))
+    code = ("import sys; from instrument.cli import main; "
+            f"rc = main(['render', '-o', {str(out)!r}]); "
+            "assert 'torch' not in sys.modules, 'render imported torch'; sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -58,7 +58,7 @@ class Recorder:
 def _args(model: str, midi: str | None) -> argparse.Namespace:
     return argparse.Namespace(model=model, patch=None, device=None, rate=None, block=256,
                               osc_host="127.0.0.1", osc_port=0, midi=midi, no_midi=midi is None,
-                              follow=None, seconds=None)
+                              follow=None, follow_latent_only=False, seconds=None)
 
 
 def _rms_db(x: np.ndarray) -> float:

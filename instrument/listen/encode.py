@@ -18,7 +18,7 @@ from instrument.listen.follower import Coord, Follower, load_encoder
 from instrument.listen.live import read_audio
 from instrument.model.modelfile import Encoder
 
-FIELDS = ("time_s", "x", "y", "loudness_db", "voiced", "silent")
+FIELDS = ("time_s", "x", "y", "loudness_db", "voiced", "silent", "f0_hz")
 
 
 def encode_audio(model: Encoder | str | Path, audio: np.ndarray, sample_rate: int,
@@ -45,14 +45,15 @@ def write_csv(coords: list[Coord], out: str | Path) -> Path:
         w.writerow(FIELDS)
         for c in coords:
             w.writerow([f"{c.time_s:.6f}", f"{c.x:.6f}", f"{c.y:.6f}", f"{c.loudness_db:.2f}",
-                        int(c.voiced), int(c.silent)])
+                        int(c.voiced), int(c.silent), f"{c.f0_hz:.3f}"])
     return out
 
 
 def read_csv(path: str | Path) -> list[Coord]:
     with Path(path).open(encoding="utf-8") as fh:
         return [Coord(float(r["time_s"]), float(r["x"]), float(r["y"]), float(r["loudness_db"]),
-                      r["voiced"] == "1", r["silent"] == "1") for r in csv.DictReader(fh)]
+                      r["voiced"] == "1", r["silent"] == "1", float(r.get("f0_hz") or 0.0))
+                for r in csv.DictReader(fh)]
 
 
 def write_json(coords: list[Coord], out: str | Path, meta: dict | None = None) -> Path:

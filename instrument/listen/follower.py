@@ -45,10 +45,12 @@ class Coord:
     loudness_db: float
     voiced: bool
     silent: bool
+    f0_hz: float = 0.0  # the tracked pitch of a voiced frame (0 when unvoiced / unpitched)
 
     def as_dict(self) -> dict:
         return {"time_s": self.time_s, "x": self.x, "y": self.y,
-                "loudness_db": self.loudness_db, "voiced": self.voiced, "silent": self.silent}
+                "loudness_db": self.loudness_db, "voiced": self.voiced, "silent": self.silent,
+                "f0_hz": self.f0_hz}
 
 
 def _stream_analyzer(sample_rate: int, mode: str, hop_samples: int):
@@ -218,7 +220,9 @@ class Follower:
                     self._xy += self._alpha * (np.asarray(xy, np.float64) - self._xy)
                 else:
                     self.bad_frames += 1
-            out.append(Coord(t, float(self._xy[0]), float(self._xy[1]), ld, v, bool(silent)))
+            f0_i = float(f0[i]) if v and math.isfinite(float(f0[i])) else 0.0
+            out.append(Coord(t, float(self._xy[0]), float(self._xy[1]), ld, v, bool(silent),
+                             f0_i))
         return out
 
     def encode_all(self, audio: np.ndarray, block_frames: int | None = None) -> list[Coord]:

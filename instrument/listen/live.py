@@ -349,6 +349,50 @@ def latent_command(coords: list[Coord]):
     return None
 
 
+class Drive:
+    """Drive mode: the input plays the synthesizer.
+
+    The newest sounding position moves the latent. With ``voice`` the input also plays the
+    drone voice (``/inst/gate``): on while the input sounds, at the input's tracked pitch
+    (``drone_hz``), and with ``loudness`` its level follows the input's
+    (``gain_db = base_gain_db + loudness_db - ref_db``, clamped to the parameter's range).
+    Commands go to ``send`` (``Engine.send``); nothing here blocks.
+    """
+
+    def __init__(self, send: Callable[[object], object], voice: bool = True,
+                 loudness: bool = True, base_gain_db: float = -6.0, ref_db: float = -20.0):
+        self.send, self.voice, self.loudness = send, voice, loudness
+        self.base_gain_db, self.ref_db = base_gain_db, ref_db
+        self._gate = False
+
+    def __call__(self, coords: list[Coord]) -> None:
+        from instrument import params
+        from instrument.control.commands import Gate, SetParam
+
+        cmd = latent_command(coords)
+        if cmd is not None:
+            self.send(cmd)
+        if not self.voice or not coords:
+            return
+        last = coords[-1]
+        if last.silent:
+            if self._gate:
+                self.send(Gate(False))
+                self._gate = False
+            return
+        voiced = [c for c in coords if c.voiced and c.f0_hz > 0]
+        if voiced:
+            hz = params.PARAMS["drone_hz"]
+            self.send(SetParam("drone_hz", min(hz.max, max(hz.min, voiced[-1].f0_hz))))
+        if self.loudness:
+            g = params.PARAMS["gain_db"]
+            db = self.base_gain_db + last.loudness_db - self.ref_db
+            self.send(SetParam("gain_db", min(g.max, max(g.min, db))))
+        if not self._gate:
+            self.send(Gate(True))
+            self._gate = True
+
+
 def follow_into(send: Callable[[object], object]) -> Callable[[list[Coord]], None]:
     """An ``on_coords`` for drive mode: ``Listener(..., on_coords=follow_into(engine.send))``."""
 
