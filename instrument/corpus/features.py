@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from instrument.corpus.pitch import SILENCE_DB, PitchTracker
+from instrument.corpus.pitch import SILENCE_DB, PitchTracker, frame_view
 from instrument.errors import ConfigError, CorpusError, describe
 
 N_HARMONICS = 64
@@ -40,7 +40,7 @@ WIDE_HARMONICS = 4               # the lowest harmonics (usually strongest) are 
 NARROW_SUBTRACT_BINS = 24        # over +-SUBTRACT_BINS, the others over +-NARROW_SUBTRACT_BINS
 SUBTRACT_BINS = 24               # padded bins either side of a peak where it is subtracted
 POWER_FLOOR = 1e-12              # frames below this mean square are "silent" (-120 dB)
-CHUNK_FRAMES = 256
+CHUNK_FRAMES = 64                # frames per batch: cache-sized (larger is slower)
 
 
 @dataclass
@@ -89,7 +89,10 @@ def _hann_kernel(nu: np.ndarray, n: int, m: int) -> np.ndarray:
 
 
 class _PitchedAnalysis:
-    """Harmonic + noise analysis of batches of WINDOW_SAMPLES segments."""
+    """Harmonic + noise analysis of batches of WINDOW_SAMPLES segments.
+
+    Everything that does not depend on the audio (window, kernel table, band layout, index
+    offsets) is made once here, so a call is a fixed, small number of array operations."""
 
     def __init__(self, sample_rate: int) -> None:
         self.sr = sample_rate
@@ -97,14 +100,18 @@ class _PitchedAnalysis:
         self.m = PAD_FACTOR * WINDOW_SAMPLES
         self.n_bins = self.m // 2 + 1
         self.w = _hann(self.n)
+        h = self.n // 2
+        self.w_tail, self.w_head = self.w[h:].copy(), self.w[:h].copy()
         self.gain = float(self.w.sum())                 # coherent gain (= n / 2)
         self.power_scale = 2.0 / (self.m * float(np.sum(self.w ** 2)))
         freqs = np.arange(self.n_bins) * sample_rate / self.m
         edges = noise_band_edges_hz(sample_rate)
         band = np.clip(np.searchsorted(edges, freqs, side="right") - 1, 0, N_NOISE_BANDS - 1)
-        self.band_matrix = np.zeros((self.n_bins, N_NOISE_BANDS))
-        self.band_matrix[np.arange(self.n_bins), band] = 1.0
-        self.band_bins = self.band_matrix.sum(axis=0)
+        # bands are contiguous runs of bins: sum them with reduceat from each band's first bin
+        self.band_bins = np.bincount(band, minlength=N_NOISE_BANDS).astype(np.float64)
+        self.band_start = np.minimum(np.searchsorted(band, np.arange(N_NOISE_BANDS)),
+                                     self.n_bins - 1)
+        self.band_empty = self.band_bins == 0
         self.k = np.arange(1, N_HARMONICS + 1, dtype=np.float64)
         self.lobe = PAD_FACTOR * 2                      # main lobe half width, padded bins
         # the window kernel at offsets j - frac (j = -S..S bins, frac in [-0.5, 0.5] on a
@@ -112,36 +119,53 @@ class _PitchedAnalysis:
         self.fracs = np.linspace(-0.5, 0.5, 257)
         self.offs = np.arange(-SUBTRACT_BINS, SUBTRACT_BINS + 1)
         self.ker_table = _hann_kernel(self.offs[None, :] - self.fracs[:, None], self.n, self.m)
+        # per harmonic: which kernel offsets are subtracted (wide for the lowest harmonics)
+        reach = np.where(np.arange(N_HARMONICS) < WIDE_HARMONICS, SUBTRACT_BINS,
+                         NARROW_SUBTRACT_BINS)
+        self.reach_mask = np.abs(self.offs)[None, :] <= reach[:, None]      # (64, 2S+1)
+        self.all_reach = bool(self.reach_mask.all())
+        self.lobe_offs = self.offs[np.abs(self.offs) <= self.lobe]
+        self.peak_offs = np.arange(-3, 4)               # candidates -2..2 and their neighbours
+        self.radius_mask = {r: np.abs(self.peak_offs[1:-1]) > r for r in (1, 2)}
 
     def spectrum(self, seg: np.ndarray) -> np.ndarray:
         """Zero-phase windowed, zero-padded rfft (B, n_bins)."""
         h = self.n // 2
         buf = np.zeros((seg.shape[0], self.m))
-        xw = seg * self.w
-        buf[:, :h] = xw[:, h:]
-        buf[:, self.m - h:] = xw[:, :h]
+        np.multiply(seg[:, h:], self.w_tail, out=buf[:, :h])
+        np.multiply(seg[:, :h], self.w_head, out=buf[:, self.m - h:])
         return np.fft.rfft(buf, axis=1)
 
     def __call__(self, seg: np.ndarray, f0: np.ndarray, voiced: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
         """(harm (B, 64), noise (B, 32)) linear amplitudes / band RMS."""
         b_n = seg.shape[0]
+        n_bins = self.n_bins
         spec = self.spectrum(np.asarray(seg, np.float64))
-        logmag = 0.5 * np.log(spec.real ** 2 + spec.imag ** 2 + 1e-300)
         f0 = np.where(voiced, f0, 0.0).astype(np.float64)
+        width = n_bins + 1                                                # + a dummy bin
+        total = b_n * width
+        if not voiced.any():                                              # all noise
+            power = spec.real ** 2 + spec.imag ** 2
+            return np.zeros((b_n, N_HARMONICS)), self._noise(power, None)
         p = f0[:, None] * self.k[None, :] * self.m / self.sr     # predicted bin (B, 64)
-        spacing = f0 * self.m / self.sr
-        radius = np.where(spacing >= 10.0, 2, 1)
         valid = (voiced[:, None] & (f0[:, None] * self.k[None, :] < self.sr / 2.0)
-                 & (p + 4 < self.n_bins - 2) & (p > 1.5))
-        rows = np.arange(b_n)[:, None]
-        centre = np.clip(np.rint(p).astype(np.int64), 3, self.n_bins - 4)
-        offs = np.arange(-2, 3)
-        cand = centre[:, :, None] + offs[None, None, :]
-        vals = logmag[rows[:, :, None], cand]
-        vals = np.where(np.abs(offs)[None, None, :] <= radius[:, None, None], vals, -np.inf)
-        mi = centre + offs[np.argmax(vals, axis=2)]
-        a, b, c = logmag[rows, mi - 1], logmag[rows, mi], logmag[rows, mi + 1]
+                 & (p + 4 < n_bins - 2) & (p > 1.5))
+        centre = np.clip(np.rint(p).astype(np.int64), 3, n_bins - 4)
+        # the spectrum at centre-3 .. centre+3 of every harmonic: (B, 64, 7)
+        row0 = (np.arange(b_n) * n_bins)[:, None]
+        near = spec.ravel()[(row0 + centre)[:, :, None] + self.peak_offs]
+        logmag = 0.5 * np.log(near.real ** 2 + near.imag ** 2 + 1e-300)
+        vals = logmag[:, :, 1:-1].copy()                                  # offsets -2..2
+        wide = f0 * self.m / self.sr >= 10.0                              # radius 2, else 1
+        vals[~wide] = np.where(self.radius_mask[1], -np.inf, vals[~wide])
+        j = np.argmax(vals, axis=2)                                       # peak at offs j-2
+        at = (np.arange(b_n * N_HARMONICS) * len(self.peak_offs)).reshape(b_n, N_HARMONICS)
+        at += j                                         # flat index of offset j-3 in near
+        lm = logmag.ravel()
+        a, b, c = lm[at], lm[at + 1], lm[at + 2]
+        peak_bin = near.ravel()[at + 1]
+        mi = centre + j - 2
         den = a - 2.0 * b + c
         delta = np.where(den < 0, 0.5 * (a - c) / np.where(den < 0, den, -1.0), 0.0)
         delta = np.clip(delta, -0.5, 0.5)
@@ -149,56 +173,54 @@ class _PitchedAnalysis:
         harm = np.where(valid, 2.0 * np.exp(peak) / self.gain, 0.0)
         pos = mi + delta
         # subtract the fitted sinusoids (their whole kernel, side lobes included)
-        peak_bin = spec[rows, mi]
         unit = peak_bin / np.maximum(np.abs(peak_bin), 1e-300)
         camp = np.where(valid, 0.5 * harm * unit, 0.0)        # (A/2) e^{i phi}
         base = np.rint(pos).astype(np.int64)
         q = np.rint((pos - base + 0.5) * 256.0).astype(np.int64)
-        width = self.n_bins + 1                                           # + a dummy bin
-        total = b_n * width
-        flats, contribs, lobes = [], [], []
-        for hs, s_bins in ((slice(0, WIDE_HARMONICS), SUBTRACT_BINS),
-                           (slice(WIDE_HARMONICS, N_HARMONICS), NARROW_SUBTRACT_BINS)):
-            cols = slice(SUBTRACT_BINS - s_bins, SUBTRACT_BINS + s_bins + 1)
-            offs = self.offs[cols]
-            idx = base[:, hs, None] + offs[None, None, :]                 # (B, h, 2s+1)
-            inside = valid[:, hs, None] & (idx >= 0) & (idx < self.n_bins)
-            flat = rows[:, :, None] * width + np.where(inside, idx, self.n_bins)
-            flats.append(flat.ravel())
-            contribs.append((camp[:, hs, None] * self.ker_table[q[:, hs]][:, :, cols]).ravel())
-            lobes.append(flat[:, :, np.abs(offs) <= self.lobe].ravel())
-        flat, contrib = np.concatenate(flats), np.concatenate(contribs)
-        sub = (np.bincount(flat, contrib.real, total)
-               + 1j * np.bincount(flat, contrib.imag, total)).reshape(b_n, width)
-        res = spec - sub[:, :-1]
-        kept = np.bincount(np.concatenate(lobes), minlength=total
-                           ).reshape(b_n, width)[:, :-1] == 0
+        idx = base[:, :, None] + self.offs                                # (B, 64, 2S+1)
+        inside = valid[:, :, None] & (idx >= 0) & (idx < n_bins)
+        if not self.all_reach:
+            inside &= self.reach_mask
+        flat = np.where(inside, idx, n_bins)
+        flat += (np.arange(b_n) * width)[:, None, None]
+        contrib = camp[:, :, None] * self.ker_table[q]
+        sub = (np.bincount(flat.ravel(), contrib.real.ravel(), total)
+               + 1j * np.bincount(flat.ravel(), contrib.imag.ravel(), total))
+        res = spec - sub.reshape(b_n, width)[:, :-1]
         power = res.real ** 2 + res.imag ** 2
-        kept_f = kept.astype(np.float64)
-        sums = (power * kept_f) @ self.band_matrix
-        counts = kept_f @ self.band_matrix
+        kept = np.ones(total, bool)
+        kept[flat[:, :, SUBTRACT_BINS - self.lobe:SUBTRACT_BINS + self.lobe + 1].ravel()] = False
+        return harm, self._noise(power, kept.reshape(b_n, width)[:, :-1])
+
+    def _noise(self, power: np.ndarray, kept: np.ndarray | None) -> np.ndarray:
+        """Band RMS (B, 32) from the power of the kept bins (None: all bins)."""
+        if kept is None:
+            sums = np.add.reduceat(power, self.band_start, axis=1)
+            counts = np.broadcast_to(self.band_bins, sums.shape).copy()
+        else:
+            sums = np.add.reduceat(np.where(kept, power, 0.0), self.band_start, axis=1)
+            counts = np.add.reduceat(kept, self.band_start, axis=1, dtype=np.float64)
+        if self.band_empty.any():                       # reduceat gives a bin, not 0, there
+            counts[:, self.band_empty] = 0.0
         with np.errstate(invalid="ignore", divide="ignore"):
             density = np.where(counts > 0, sums / np.maximum(counts, 1.0), np.nan)
         density = _fill_nan_nearest(density)
-        noise = np.sqrt(np.maximum(density, 0.0) * self.band_bins * self.power_scale)
-        return harm, noise
+        return np.sqrt(np.maximum(density, 0.0) * self.band_bins * self.power_scale)
 
 
 def _fill_nan_nearest(x: np.ndarray) -> np.ndarray:
-    """Fill NaN along axis 1 from the nearest finite column (0 if a row has none)."""
-    out = x.copy()
-    bad = np.isnan(out)
+    """Fill NaN along axis 1 from the nearest finite column (the lower one on a tie; 0 if a
+    row has none)."""
+    bad = np.isnan(x)
     if not bad.any():
-        return out
-    n = out.shape[1]
+        return x
+    n = x.shape[1]
     idx = np.arange(n)
-    for r in np.flatnonzero(bad.any(axis=1)):
-        good = np.flatnonzero(~bad[r])
-        if len(good) == 0:
-            out[r] = 0.0
-            continue
-        nearest = good[np.abs(idx[:, None] - good[None, :]).argmin(axis=1)]
-        out[r] = out[r, nearest]
+    dist = np.abs(idx[:, None] - idx[None, :])                          # (n, n)
+    cost = np.where(bad[:, None, :], n, dist[None, :, :])               # (B, n, n)
+    nearest = np.argmin(cost, axis=2)                                   # first = lower on ties
+    out = np.take_along_axis(x, nearest, axis=1)
+    out[bad.all(axis=1)] = 0.0
     return out
 
 
@@ -278,7 +300,7 @@ class StreamAnalyzer:
             self._voiced = np.concatenate([self._voiced, voiced])
             n_ready = min(n_ready, self._next + len(self._f0))
         n_new = max(0, n_ready - self._next)
-        parts = [self._frames(np.arange(t0, min(t0 + CHUNK_FRAMES, self._next + n_new)))
+        parts = [self._frames(t0, min(CHUNK_FRAMES, self._next + n_new - t0))
                  for t0 in range(self._next, self._next + n_new, CHUNK_FRAMES)]
         self._next += n_new
         if self.tracker is not None:
@@ -289,26 +311,27 @@ class StreamAnalyzer:
             self._buf_start += keep_from
         if not parts:
             return self._empty()
-        return Frames(self.mode, self.sample_rate, self.hop_samples,
-                      *(np.concatenate(p) for p in zip(*parts, strict=True)), label=self.label)
+        cols = parts[0] if len(parts) == 1 else [np.concatenate(p)
+                                                 for p in zip(*parts, strict=True)]
+        return Frames(self.mode, self.sample_rate, self.hop_samples, *cols, label=self.label)
 
     def _empty(self) -> Frames:
         return Frames(self.mode, self.sample_rate, self.hop_samples, np.zeros(0, np.float32),
                       np.zeros(0, bool), np.zeros(0, np.float32),
                       np.zeros((0, n_features(self.mode)), np.float32), self.label)
 
-    def _frames(self, t: np.ndarray) -> tuple[np.ndarray, ...]:
-        k = t - self._next
-        starts = t * self.hop_samples - self._before - self._buf_start
-        seg = np.lib.stride_tricks.sliding_window_view(self._buf, self._win)[starts]
-        seg = seg.astype(np.float64)
+    def _frames(self, t0: int, count: int) -> tuple[np.ndarray, ...]:
+        """Frames ``t0 .. t0 + count - 1`` (their samples are in the buffer)."""
+        seg = frame_view(self._buf, t0 * self.hop_samples - self._before - self._buf_start,
+                         count, self.hop_samples, self._win).astype(np.float64)
         if self.mode == "pitched":
+            k = slice(t0 - self._next, t0 - self._next + count)
             f0, voiced = self._f0[k].astype(np.float64), self._voiced[k]
             harm, noise = self._pitched(seg, f0, voiced)
             lin = np.concatenate([harm, noise], axis=1)
             power = 0.5 * np.sum(harm ** 2, axis=1) + np.sum(noise ** 2, axis=1)
         else:
-            f0, voiced = np.zeros(len(t)), np.zeros(len(t), bool)
+            f0, voiced = np.zeros(count), np.zeros(count, bool)
             spec = np.fft.rfft(seg * self._w, axis=1)
             p = spec.real ** 2 + spec.imag ** 2
             lin = np.sqrt(p)
