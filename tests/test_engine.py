@@ -245,8 +245,10 @@ def test_bad_arguments_raise_clear_errors(pitched_decoder: Decoder, random_model
     with pytest.raises(ConfigError, match="frames"):
         eng.process(-1)
     assert eng.process(0).shape == (0,)
-    with pytest.raises(ConfigError, match="pitched"):
-        Engine(Decoder(random_model_dir("unpitched")), SR)
+    with pytest.raises(ConfigError, match="swap_decoder"):  # kinds do not mix
+        eng.swap_decoder(Decoder(random_model_dir("unpitched")))
+    with pytest.raises(ConfigError, match="hop_samples"):
+        Engine(Decoder(random_model_dir("unpitched")), SR, hop_samples=128)
 
 
 def test_latency_and_status_fields(pitched_decoder: Decoder):

@@ -1,10 +1,18 @@
 """The synthesizer engine: commands -> decoder -> voices -> synthesis -> limiter.
 
-The engine runs in fixed internal hops at the output rate, ``hop_samples =
+Pitched models: the engine runs in fixed internal hops at the output rate, ``hop_samples =
 round(decoder.hop_samples * sample_rate / decoder.sample_rate)`` (the model's frame period,
 e.g. 256 samples = 5.3 ms at 48 kHz). Commands take effect at hop boundaries; everything
 inside a hop is interpolated per sample (wavetable crossfade, f0 glide, noise overlap-add),
 so :meth:`Engine.process` gives bit-identical output whatever the block sizes.
+
+Unpitched models: the decoder's frames are ``|STFT|`` frames at the model's rate, so they are
+synthesized there (RTPGHI phase + overlap-add, :class:`~instrument.engine.synth.UnpitchedVoices`)
+one model hop at a time and, when the output rate differs, resampled by a streaming soxr
+resampler inside the hop rendering (a hop then gives a varying number of output samples;
+the speed and the spectrum stay right). A note *triggers* the sound with its envelope and
+velocity; its pitch does not transpose it (every voice plays the frame at the current
+latent), and ``harmonic_db``, ``noise_db``, bends and ``drone_hz`` have no effect.
 
 Threading: :meth:`send` and :meth:`schedule` may be called from any thread (OSC, MIDI);
 :meth:`process` from one thread (the player's worker, never the audio callback).
@@ -33,7 +41,7 @@ from instrument.control.commands import (
     SetLatent,
     SetParam,
 )
-from instrument.engine.synth import HarmonicSynth, Limiter, NoiseSynth
+from instrument.engine.synth import HarmonicSynth, Limiter, NoiseSynth, UnpitchedVoices
 from instrument.engine.voices import ATTACK, FADE, GATE_KEY, RELEASE, Voice, advance
 from instrument.errors import ConfigError, describe
 
@@ -43,6 +51,9 @@ AMP_FLOOR = 1e-4
 LOG_FLOOR = math.log(AMP_FLOOR)
 LOG_CEIL = 12.0  # exp(12) ≈ 1.6e5: far above any sane frame, far below float32 overflow
 REFERENCE_RMS = 10.0 ** (-12.0 / 20.0)  # one voice, velocity 1, 0 dB gains: -12 dBFS RMS
+# Unpitched sounds are noise-like and percussive (crest factor ~12 dB or more): 6 dB lower,
+# so one voice's peaks stay under the limiter.
+REFERENCE_RMS_UNPITCHED = 10.0 ** (-18.0 / 20.0)
 QUEUE_CAPACITY = 1024
 
 
@@ -55,7 +66,8 @@ def note_hz(note: float) -> float:
 
 
 class Engine:
-    """Polyphonic harmonic-plus-noise synthesizer driven by :mod:`commands`."""
+    """Polyphonic synthesizer driven by :mod:`commands`: harmonic-plus-noise for pitched
+    models, phase-reconstructed magnitude frames for unpitched ones."""
 
     def __init__(self, decoder, sample_rate: int, max_voices: int = 16, seed: int = 0,
                  block_hint: int = 256, hop_samples: int | None = None):
@@ -65,24 +77,34 @@ class Engine:
         if not 1 <= int(max_voices) <= 64:
             raise ConfigError(describe("engine max_voices", max_voices, "1..64",
                                        "pass a smaller polyphony"))
-        if not decoder.pitched:
-            raise ConfigError(describe(f"model {decoder.name!r} mode", decoder.mode, "pitched",
-                                       "unpitched models need instrument/engine/phase.py"))
+        self.pitched = bool(decoder.pitched)
+        nominal_hop = round(decoder.hop_samples * sample_rate / decoder.sample_rate)
+        if not self.pitched and hop_samples is not None and int(hop_samples) != nominal_hop:
+            raise ConfigError(describe("engine hop_samples (unpitched model)", hop_samples,
+                                       f"None or {nominal_hop} (the model's hop at this rate)",
+                                       "leave hop_samples out for unpitched models"))
         self.sample_rate = sample_rate
         self.max_voices = int(max_voices)
         self.seed = int(seed)
         self.block_hint = int(block_hint)
-        self.hop_samples = int(hop_samples or max(16, round(
-            decoder.hop_samples * sample_rate / decoder.sample_rate)))
-        self.hop_ms = 1000.0 * self.hop_samples / sample_rate
+        self.hop_samples = int(hop_samples or max(16, nominal_hop))
         self.decoder = decoder
         self._pending_decoder = None
         self._n_slots = 2 * self.max_voices  # room for stolen voices fading out
         self._max_hz = 0.5 * min(sample_rate, decoder.sample_rate)
-        self._harm = HarmonicSynth(sample_rate, self.hop_samples, self._n_slots,
-                                   decoder.n_harmonics, self._max_hz)
-        self._noise = NoiseSynth(sample_rate, self.hop_samples, decoder.noise_band_edges_hz,
-                                 self._max_hz, seed)
+        if self.pitched:
+            self.hop_ms = 1000.0 * self.hop_samples / sample_rate
+            self._harm = HarmonicSynth(sample_rate, self.hop_samples, self._n_slots,
+                                       decoder.n_harmonics, self._max_hz)
+            self._noise = NoiseSynth(sample_rate, self.hop_samples,
+                                     decoder.noise_band_edges_hz, self._max_hz, seed)
+        else:  # one internal hop = one model frame, rendered at the model's rate
+            self.hop_ms = 1000.0 * decoder.hop_samples / decoder.sample_rate
+            self._uni = UnpitchedVoices(decoder.sample_rate, sample_rate, int(decoder.n_fft),
+                                        int(decoder.hop_samples), self._n_slots, seed)
+            # a unit-power Hann |STFT| frame is a signal of RMS 4 / (sqrt(3) n_fft)
+            self._frame_scale = math.sqrt(3.0 / 16.0) * decoder.n_fft \
+                * REFERENCE_RMS_UNPITCHED / REFERENCE_RMS
         self._limiter = Limiter(sample_rate, self.hop_samples)
         self._queue: deque[Command] = deque()
         self._sched: list[tuple[int, int, Command]] = []
@@ -99,8 +121,11 @@ class Engine:
     # ---------------------------------------------------------------- public API
     @property
     def latency_samples(self) -> int:
-        """Worst-case delay from a command to its effect: one hop."""
-        return self.hop_samples
+        """Worst-case delay from a command to its effect: one hop (pitched); one hop plus
+        the overlap-add, look-ahead and resampler delay to the frame's centre (unpitched)."""
+        if self.pitched:
+            return self.hop_samples
+        return self.hop_samples + self._uni.latency_samples
 
     def send(self, cmd: Command) -> bool:
         """Queue a command for the next hop boundary; never blocks. False when dropped.
@@ -122,11 +147,21 @@ class Engine:
 
     def swap_decoder(self, decoder) -> None:
         """Hand over to ``decoder`` at the next hop boundary; the synthesis crossfades over
-        that hop (wavetables and noise frames overlap), so the switch does not click."""
-        if not decoder.pitched or decoder.n_harmonics != self.decoder.n_harmonics:
-            raise ConfigError(describe("swap_decoder model", f"{decoder.mode}/"
-                                       f"{decoder.n_harmonics} harmonics",
-                                       f"pitched/{self.decoder.n_harmonics} harmonics",
+        that hop (wavetables and noise frames overlap; unpitched: the overlap-add of
+        consecutive frames), so the switch does not click."""
+        cur = self.decoder
+        if self.pitched:
+            ok = decoder.pitched and decoder.n_harmonics == cur.n_harmonics
+            got = f"{decoder.mode}/{decoder.n_harmonics} harmonics"
+            want = f"pitched/{cur.n_harmonics} harmonics"
+        else:
+            ok = (not decoder.pitched and decoder.sample_rate == cur.sample_rate
+                  and decoder.n_fft == cur.n_fft and decoder.hop_samples == cur.hop_samples)
+            got = f"{decoder.mode}/{decoder.sample_rate} Hz/n_fft {decoder.n_fft}/" \
+                  f"hop {decoder.hop_samples}"
+            want = f"unpitched/{cur.sample_rate} Hz/n_fft {cur.n_fft}/hop {cur.hop_samples}"
+        if not ok:
+            raise ConfigError(describe("swap_decoder model", got, want,
                                        "swap in a model of the same kind"))
         self._pending_decoder = decoder
 
@@ -137,12 +172,13 @@ class Engine:
                                        "ask for a block size"))
         out = np.empty(int(frames), np.float32)
         pos = 0
-        hop = self.hop_samples
         while pos < frames:
-            if self._buf_pos >= hop:
+            have = len(self._buf) - self._buf_pos
+            if have <= 0:  # an unpitched hop may give 0 samples while the resampler fills
                 self._buf = self._render_hop()
                 self._buf_pos = 0
-            n = min(hop - self._buf_pos, frames - pos)
+                continue
+            n = min(have, frames - pos)
             out[pos:pos + n] = self._buf[self._buf_pos:self._buf_pos + n]
             self._buf_pos += n
             pos += n
@@ -154,10 +190,16 @@ class Engine:
         self._queue.clear()
         with self._sched_lock:
             self._sched.clear()
-        self._harm.reset()
-        self._noise.reset()
-        self._limiter.reset()
+        self._reset_synths()
         self._reset_state()
+
+    def _reset_synths(self) -> None:
+        if self.pitched:
+            self._harm.reset()
+            self._noise.reset()
+        else:
+            self._uni.reset()
+        self._limiter.reset()
 
     def status(self) -> dict:
         return {
@@ -175,6 +217,7 @@ class Engine:
             "sanitized_frames": self.sanitized_frames,
             "limiter_hops": self._limiter.active_hops,
             "model": self.decoder.name,
+            "mode": "pitched" if self.pitched else "unpitched",
             "latent": [self._latent[0], self._latent[1]],
             "frozen": self._frozen,
             "params": dict(self._target),
@@ -193,10 +236,11 @@ class Engine:
         self._hop_index = 0
         self._sample = 0  # start sample of the next hop
         self.samples_out = 0
-        self._buf = np.zeros(self.hop_samples, np.float32)
-        self._buf_pos = self.hop_samples
+        self._buf = np.zeros(0, np.float32)
+        self._buf_pos = 0
         self._decode_key: tuple | None = None
         self._decoded: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+        self._decoded_frame = np.zeros(0)
 
     def _latent_default_y(self) -> float:
         return self._target["latent_y"]
@@ -280,8 +324,12 @@ class Engine:
         if not self._free:  # only when more notes than slots arrive in one hop
             self.dropped += 1
             return
-        slot = self._free.pop(0)
-        self._harm.start(slot, self._voice_hz(key))
+        slot = min(self._free)  # lowest first: unpitched banks without voices are skipped
+        self._free.remove(slot)
+        if self.pitched:
+            self._harm.start(slot, self._voice_hz(key))
+        else:
+            self._uni.start(slot)
         self._voices.append(Voice(slot, key, velocity, self._hop_index))
 
     def _voice_hz(self, key: float) -> float:
@@ -320,7 +368,8 @@ class Engine:
     def _render_hop(self) -> np.ndarray:
         if self._pending_decoder is not None:
             self.decoder, self._pending_decoder = self._pending_decoder, None
-            self._noise.set_bands(self.decoder.noise_band_edges_hz)
+            if self.pitched:
+                self._noise.set_bands(self.decoder.noise_band_edges_hz)
         self._take_due_commands()
         self._smooth_params()
         t, s = self._target, self._smooth
@@ -329,7 +378,9 @@ class Engine:
             levels.append(advance(v, self.hop_ms, t["attack_ms"], t["decay_ms"], t["sustain"],
                                   t["release_ms"]) * v.velocity)
         out_gain = _db(s["gain_db"]) * REFERENCE_RMS
-        if self._voices:
+        if not self.pitched:
+            y = self._synth_unpitched(levels, out_gain)
+        elif self._voices:
             y = self._synth(levels, out_gain)
         else:
             y = self._noise.process(np.zeros((0, 1), np.float32), np.zeros(0, np.float32))
@@ -339,14 +390,12 @@ class Engine:
             self._voices.remove(v)
             self._free.append(v.slot)
         self._hop_index += 1
-        self._sample += self.hop_samples
+        self._sample += len(y)
         y = self._limiter.process(y)
         if not np.isfinite(y).all():  # last guard: never let NaN reach the audio
             self.nonfinite_output += 1
             y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-            self._harm.reset()
-            self._noise.reset()
-            self._limiter.reset()
+            self._reset_synths()
         return np.clip(y, -1.0, 1.0, out=y)
 
     def _synth(self, levels: list[float], out_gain: float) -> np.ndarray:
@@ -368,6 +417,32 @@ class Engine:
         y = self._harm.process(slots, harm * h_gain[:, None], f0)
         y = y + self._noise.process(noise, n_gain)
         return y
+
+    def _synth_unpitched(self, levels: list[float], out_gain: float) -> np.ndarray:
+        voices = self._voices
+        n_v = len(voices)
+        frame = None
+        if n_v:
+            key = (self.decoder, tuple(self._latent))
+            if key != self._decode_key:  # same decoder and latent as the last hop: reuse
+                self._decode_key, self._decoded_frame = key, self._decode_frame(self.decoder)
+            frame = self._decoded_frame
+        slots = np.fromiter((v.slot for v in voices), np.int64, n_v)
+        gains = np.asarray(levels, np.float64) * out_gain
+        return self._uni.process(slots, gains, frame)
+
+    def _decode_frame(self, dec) -> np.ndarray:
+        """The unpitched frame at the latent: (n_bins,) float64 linear magnitudes, unit power
+        times ``_frame_scale`` (a gain of 1 is then the reference level)."""
+        knob = np.asarray([self._latent], np.float32)
+        raw = dec.decode_log(knob)
+        if not np.isfinite(raw).all():
+            self.sanitized_frames += 1
+            raw = np.nan_to_num(raw, nan=LOG_FLOOR, posinf=LOG_CEIL, neginf=LOG_FLOOR)
+        amp = np.exp(np.clip(raw[0].astype(np.float64), LOG_FLOOR, LOG_CEIL)) - AMP_FLOOR
+        np.maximum(amp, 0.0, out=amp)
+        power = float(np.dot(amp, amp))
+        return amp * (self._frame_scale / math.sqrt(power)) if power > 1e-12 else amp * 0.0
 
     def _decode(self, dec, f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Decoder frames for the voices, sanitized and normalised to unit power."""

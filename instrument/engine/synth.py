@@ -20,6 +20,8 @@ band RMS in Hz bands), so any output rate plays at the right pitch.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 LN_1000 = float(np.log(1000.0))
@@ -206,10 +208,8 @@ class Limiter:
                  release_ms: float = 80.0):
         self.ceiling = float(ceiling)
         beta = float(np.exp(-1.0 / (release_ms * 1e-3 * sample_rate)))
-        n = np.arange(hop_samples, dtype=np.float64)
-        self._bpow = beta ** n
-        self._binv = beta ** (-n)
         self._beta = beta
+        self._tables(hop_samples)
         self.reduction = 0.0  # 1 - gain at the end of the last hop
         self.active_hops = 0
 
@@ -217,17 +217,174 @@ class Limiter:
         self.reduction = 0.0
         self.active_hops = 0
 
+    def _tables(self, n_samples: int) -> None:
+        n = np.arange(max(1, int(n_samples)), dtype=np.float64)
+        self._bpow = self._beta ** n
+        self._binv = self._beta ** (-n)
+
     def process(self, x: np.ndarray) -> np.ndarray:
-        peak = float(np.max(np.abs(x))) if len(x) else 0.0
+        """Limit one block (any length; the hop size is the cheap case)."""
+        n = len(x)
+        if n == 0:
+            return x
+        peak = float(np.max(np.abs(x)))
         if peak <= self.ceiling and self.reduction < 1e-7:
             self.reduction = 0.0
             return x
+        if n > len(self._bpow):  # a longer block than seen so far (resampled unpitched hops)
+            self._tables(n)
         self.active_hops += 1
         ax = np.abs(x).astype(np.float64)
         need = 1.0 - self.ceiling / np.maximum(ax, self.ceiling)  # 0 where no limiting needed
         # d[n] = max(d_prev·β^(n+1), max_{m<=n} need[m]·β^(n-m)) without a per-sample loop
-        acc = np.maximum.accumulate(need * self._binv)
-        d = self._bpow * np.maximum(acc, self.reduction * self._beta)
+        acc = np.maximum.accumulate(need * self._binv[:n])
+        d = self._bpow[:n] * np.maximum(acc, self.reduction * self._beta)
         d = np.maximum(d, need)  # guard against rounding
         self.reduction = float(d[-1])
         return (x * (1.0 - d)).astype(np.float32)
+
+
+class UnpitchedVoices:
+    """Magnitude-frame voices for unpitched models, at the model's rate, resampled.
+
+    Slots are grouped in banks of ``bank_voices`` :class:`~instrument.engine.phase.UnpitchedSynth`
+    (RTPGHI phase + overlap-add, one frame of look-ahead); a bank with no voice is skipped
+    once its overlap-add tail has played out, so the cost follows the voices in use (the
+    engine hands out the lowest free slot first). The gain a voice had when a frame was
+    given is applied when that frame comes out of the look-ahead, so envelope and timbre stay
+    aligned. With ``out_rate != model_rate`` a streaming soxr resampler turns each model hop
+    into the matching (varying) number of output samples; it never changes the speed.
+
+    ``latency_samples`` (output samples): a frame centred on model sample ``t * hop`` of the
+    synthesis stream comes out ``latency_samples`` output samples after the output position
+    of that hop's first sample (overlap-add + look-ahead, then the resampler's delay).
+    """
+
+    def __init__(self, model_rate: int, out_rate: int, n_fft: int, hop_samples: int,
+                 n_slots: int, seed: int = 0, bank_voices: int = 4):
+        from instrument.engine.phase import UnpitchedSynth
+
+        self.model_rate, self.out_rate = int(model_rate), int(out_rate)
+        self.hop_samples = int(hop_samples)
+        self.bank_voices = int(bank_voices)
+        self.n_banks = -(-int(n_slots) // self.bank_voices)
+        self.banks = [UnpitchedSynth(n_fft, self.hop_samples, self.bank_voices,
+                                     lookahead_frames=1, seed=seed + 1 + b)
+                      for b in range(self.n_banks)]
+        self.n_bins = n_fft // 2 + 1
+        n = self.n_banks * self.bank_voices
+        self._mag = np.zeros((self.n_banks, self.bank_voices, self.n_bins), np.float64)
+        self._mag_rows = self._mag.reshape(n, self.n_bins)
+        self._gain_prev = np.zeros(n, np.float64)  # gains of the frames now in the look-ahead
+        self._gain_now = np.zeros(n, np.float64)
+        self._occupied = np.zeros(self.n_banks, bool)
+        # overlap-add tail + look-ahead: hops a bank keeps running after its last voice
+        self._flush_hops = n_fft // self.hop_samples + 2
+        self._idle = np.full(self.n_banks, self._flush_hops + 1)
+        self._y = np.zeros(self.hop_samples, np.float32)
+        self.skip_idle_banks = True
+        self._resampler = None
+        resample_delay = 0.0
+        self._silent_hops = 0  # consecutive all-zero hops fed to the resampler
+        self._bypass_in = 0  # model samples passed while the resampler is bypassed
+        self._bypassing = False
+        if self.out_rate != self.model_rate:
+            resample_delay = self._resampler_delay()
+            self._resampler = self._new_resampler()
+            # hops of silence after which the resampler's tail has surely played out
+            delay_in = resample_delay * self.model_rate / self.out_rate
+            self._resampler_flush_hops = 8 + 2 * math.ceil(delay_in / self.hop_samples)
+        synth_latency = self.banks[0].latency_samples * self.out_rate / self.model_rate
+        self.latency_samples = int(round(synth_latency + resample_delay))
+
+    def _new_resampler(self):
+        """A streaming soxr resampler. ``vr=True`` (soxr's variable-rate engine, used at one
+        fixed ratio) gives every model hop its share of output at once; the fixed-rate
+        engine delivers in bursts of several hops, which would make command timing coarse."""
+        import soxr
+
+        rs = soxr.ResampleStream(self.model_rate, self.out_rate, 1, dtype="float32",
+                                 quality="HQ", vr=True)
+        # Prime with silence (output dropped): a fresh resampler gives short output for its
+        # first hops, which would make the first hops' delay differ from the later ones'.
+        zeros = np.zeros(self.hop_samples, np.float32)
+        for _ in range(4 + 2048 // self.hop_samples):
+            rs.resample_chunk(zeros)
+        return rs
+
+    def _resampler_delay(self) -> float:
+        """Output samples from the start of a hop's output to where an impulse at that
+        hop's first input sample comes out (measured on a fresh resampler, steady state)."""
+        rs = self._new_resampler()
+        x = np.zeros(self.hop_samples, np.float32)
+        x[0] = 1.0
+        parts = [rs.resample_chunk(x)]
+        x[0] = 0.0
+        n_more = 8 + 4096 // self.hop_samples
+        parts += [rs.resample_chunk(x) for _ in range(n_more)]
+        y = np.abs(np.concatenate(parts))
+        return float(np.argmax(y)) if len(y) else 0.0
+
+    def start(self, slot: int) -> None:
+        """A new voice in ``slot``: its phase history is forgotten (no tail of the old one)."""
+        self.banks[slot // self.bank_voices].reset(slot % self.bank_voices)
+
+    def reset(self) -> None:
+        for bank in self.banks:
+            bank.reset()
+        self._gain_prev[:] = 0.0
+        self._idle[:] = self._flush_hops + 1
+        if self._resampler is not None:
+            self._resampler = self._new_resampler()
+        self._silent_hops, self._bypass_in, self._bypassing = 0, 0, False
+
+    def process(self, slots: np.ndarray, gains: np.ndarray,
+                frame: np.ndarray | None) -> np.ndarray:
+        """One model hop: voices in ``slots`` play ``frame`` (n_bins,) linear magnitudes
+        with ``gains`` (V,). Returns the output samples (float32), about ``hop * out_rate /
+        model_rate`` of them (fewer at the very start, while the resampler fills)."""
+        g_now, rows = self._gain_now, self._mag_rows
+        g_now.fill(0.0)
+        rows.fill(0.0)
+        occ = self._occupied
+        occ.fill(False)
+        if len(slots):
+            g_now[slots] = gains
+            rows[slots] = frame
+            occ[slots // self.bank_voices] = True
+        y = self._y
+        y.fill(0.0)
+        bv = self.bank_voices
+        g_prev = self._gain_prev
+        ran = False
+        for b, bank in enumerate(self.banks):
+            sl = slice(b * bv, (b + 1) * bv)
+            if occ[b] or g_prev[sl].any():
+                self._idle[b] = 0
+            else:
+                self._idle[b] += 1
+                if self._idle[b] > self._flush_hops and self.skip_idle_banks:
+                    continue  # silent: no voice, tail played out (its state is all zero)
+            y += bank.process(self._mag[b], g_prev[sl])
+            ran = True
+        g_prev[:] = g_now
+        if self._resampler is None:
+            return y
+        return self._resample(y, silent=not ran)
+
+    def _resample(self, y: np.ndarray, silent: bool) -> np.ndarray:
+        """Resample one hop. After a long silence the resampler (whose state then only holds
+        denormal residue) is bypassed with exact zeros at the exact ratio, and replaced by a
+        fresh primed one (the same delay) when sound comes back."""
+        self._silent_hops = self._silent_hops + 1 if silent else 0
+        if self._silent_hops > self._resampler_flush_hops:
+            if not self._bypassing:
+                self._bypassing, self._bypass_in = True, 0
+            a = self._bypass_in * self.out_rate // self.model_rate
+            self._bypass_in += self.hop_samples
+            b = self._bypass_in * self.out_rate // self.model_rate
+            return np.zeros(b - a, np.float32)
+        if self._bypassing:
+            self._bypassing = False
+            self._resampler = self._new_resampler()
+        return self._resampler.resample_chunk(y)
