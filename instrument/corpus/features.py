@@ -18,6 +18,7 @@ clip, so offline and live features agree by construction.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,21 +113,32 @@ class _PitchedAnalysis:
         self.band_start = np.minimum(np.searchsorted(band, np.arange(N_NOISE_BANDS)),
                                      self.n_bins - 1)
         self.band_empty = self.band_bins == 0
+        self.any_band_empty = bool(self.band_empty.any())
         self.k = np.arange(1, N_HARMONICS + 1, dtype=np.float64)
+        self.bin_per_hz = self.m / self.sr
+        # harmonic k is analysed when 1.5 < its bin, its frequency is below sr/2 and its
+        # peak search stays inside the spectrum
+        self.max_bin = min(self.m / 2.0, self.n_bins - 6.0)
         self.lobe = PAD_FACTOR * 2                      # main lobe half width, padded bins
         # the window kernel at offsets j - frac (j = -S..S bins, frac in [-0.5, 0.5] on a
-        # 1/256 grid): K[q, j]
+        # 1/256 grid): K[q, j]; harmonics beyond WIDE_HARMONICS use only +-NARROW bins
         self.fracs = np.linspace(-0.5, 0.5, 257)
         self.offs = np.arange(-SUBTRACT_BINS, SUBTRACT_BINS + 1)
         self.ker_table = _hann_kernel(self.offs[None, :] - self.fracs[:, None], self.n, self.m)
-        # per harmonic: which kernel offsets are subtracted (wide for the lowest harmonics)
         reach = np.where(np.arange(N_HARMONICS) < WIDE_HARMONICS, SUBTRACT_BINS,
                          NARROW_SUBTRACT_BINS)
-        self.reach_mask = np.abs(self.offs)[None, :] <= reach[:, None]      # (64, 2S+1)
-        self.all_reach = bool(self.reach_mask.all())
-        self.lobe_offs = self.offs[np.abs(self.offs) <= self.lobe]
+        reach_mask = np.abs(self.offs)[None, :] <= reach[:, None]           # (64, 2S+1)
+        self.reach_mask = None if reach_mask.all() else reach_mask.astype(np.float64)
+        # the subtraction works on rows padded by S bins each side (so every kernel offset
+        # lands in the row; what falls outside the spectrum is dropped with the padding);
+        # a complex bin is two floats, so (re, im) of offset j go to floats 2j and 2j + 1
+        self.pad_width = self.n_bins + 2 * SUBTRACT_BINS
+        self.float_offs = (2 * (self.offs + SUBTRACT_BINS)[:, None] + np.arange(2)).ravel()
+        self.lobe_offs = np.arange(-self.lobe, self.lobe + 1) + SUBTRACT_BINS
         self.peak_offs = np.arange(-3, 4)               # candidates -2..2 and their neighbours
-        self.radius_mask = {r: np.abs(self.peak_offs[1:-1]) > r for r in (1, 2)}
+        # peak search radius: 2 bins when harmonics are >= 10 bins apart, else 1
+        self.radius_penalty = np.array([[-np.inf, 0.0, 0.0, 0.0, -np.inf]])
+        self.noise_scale = self.band_bins * self.power_scale
 
     def spectrum(self, seg: np.ndarray) -> np.ndarray:
         """Zero-phase windowed, zero-padded rfft (B, n_bins)."""
@@ -140,72 +152,88 @@ class _PitchedAnalysis:
                  ) -> tuple[np.ndarray, np.ndarray]:
         """(harm (B, 64), noise (B, 32)) linear amplitudes / band RMS."""
         b_n = seg.shape[0]
-        n_bins = self.n_bins
+        n_bins, s_bins = self.n_bins, SUBTRACT_BINS
         spec = self.spectrum(np.asarray(seg, np.float64))
-        f0 = np.where(voiced, f0, 0.0).astype(np.float64)
-        width = n_bins + 1                                                # + a dummy bin
-        total = b_n * width
         if not voiced.any():                                              # all noise
-            power = spec.real ** 2 + spec.imag ** 2
+            power = np.abs(spec)
+            power *= power
             return np.zeros((b_n, N_HARMONICS)), self._noise(power, None)
-        p = f0[:, None] * self.k[None, :] * self.m / self.sr     # predicted bin (B, 64)
-        valid = (voiced[:, None] & (f0[:, None] * self.k[None, :] < self.sr / 2.0)
-                 & (p + 4 < n_bins - 2) & (p > 1.5))
-        centre = np.clip(np.rint(p).astype(np.int64), 3, n_bins - 4)
+        f0 = np.where(voiced, f0, 0.0)
+        p = (f0[:, None] * self.k) * self.bin_per_hz              # predicted bin (B, 64)
+        valid = (p > 1.5) & (p < self.max_bin)                   # (unvoiced: p == 0)
+        centre = np.rint(p).astype(np.int64)
+        np.maximum(centre, 3, out=centre)
+        np.minimum(centre, n_bins - 4, out=centre)
         # the spectrum at centre-3 .. centre+3 of every harmonic: (B, 64, 7)
-        row0 = (np.arange(b_n) * n_bins)[:, None]
-        near = spec.ravel()[(row0 + centre)[:, :, None] + self.peak_offs]
-        logmag = 0.5 * np.log(near.real ** 2 + near.imag ** 2 + 1e-300)
-        vals = logmag[:, :, 1:-1].copy()                                  # offsets -2..2
-        wide = f0 * self.m / self.sr >= 10.0                              # radius 2, else 1
-        vals[~wide] = np.where(self.radius_mask[1], -np.inf, vals[~wide])
-        j = np.argmax(vals, axis=2)                                       # peak at offs j-2
-        at = (np.arange(b_n * N_HARMONICS) * len(self.peak_offs)).reshape(b_n, N_HARMONICS)
-        at += j                                         # flat index of offset j-3 in near
+        centre_flat = centre + (np.arange(b_n) * n_bins)[:, None]
+        near = spec.ravel()[centre_flat[:, :, None] + self.peak_offs]
+        logmag = np.abs(near)
+        logmag += 1e-150
+        np.log(logmag, out=logmag)
+        cand = logmag[:, :, 1:-1]                                         # offsets -2..2
+        narrow = f0 * self.bin_per_hz < 10.0            # search radius 1 bin, else 2
+        if narrow.any():
+            cand = cand + np.where(narrow[:, None, None], self.radius_penalty[0], 0.0)
+        j = np.argmax(cand, axis=2)
+        at = (np.arange(0, b_n * N_HARMONICS * 7, 7)).reshape(b_n, N_HARMONICS)
+        at += j                                         # flat index in near of offset j-3
         lm = logmag.ravel()
         a, b, c = lm[at], lm[at + 1], lm[at + 2]
         peak_bin = near.ravel()[at + 1]
-        mi = centre + j - 2
+        a_c = a - c
         den = a - 2.0 * b + c
-        delta = np.where(den < 0, 0.5 * (a - c) / np.where(den < 0, den, -1.0), 0.0)
-        delta = np.clip(delta, -0.5, 0.5)
-        peak = b - 0.25 * (a - c) * delta
-        harm = np.where(valid, 2.0 * np.exp(peak) / self.gain, 0.0)
-        pos = mi + delta
+        delta = np.zeros(den.shape)
+        np.divide(a_c, den, out=delta, where=den < 0)   # a dip: vertex of the parabola
+        delta *= 0.5
+        np.maximum(delta, -0.5, out=delta)
+        np.minimum(delta, 0.5, out=delta)
+        harm = a_c * delta
+        harm *= -0.25
+        harm += b
+        np.exp(harm, out=harm)
+        harm *= valid * (2.0 / self.gain)
+        pos = (centre + j - 2) + delta
         # subtract the fitted sinusoids (their whole kernel, side lobes included)
-        unit = peak_bin / np.maximum(np.abs(peak_bin), 1e-300)
-        camp = np.where(valid, 0.5 * harm * unit, 0.0)        # (A/2) e^{i phi}
-        base = np.rint(pos).astype(np.int64)
+        camp = (0.5 * harm) * (peak_bin / np.maximum(np.abs(peak_bin), 1e-300))  # A/2 e^{i phi}
+        base = np.rint(pos)
         q = np.rint((pos - base + 0.5) * 256.0).astype(np.int64)
-        idx = base[:, :, None] + self.offs                                # (B, 64, 2S+1)
-        inside = valid[:, :, None] & (idx >= 0) & (idx < n_bins)
-        if not self.all_reach:
-            inside &= self.reach_mask
-        flat = np.where(inside, idx, n_bins)
-        flat += (np.arange(b_n) * width)[:, None, None]
-        contrib = camp[:, :, None] * self.ker_table[q]
-        sub = (np.bincount(flat.ravel(), contrib.real.ravel(), total)
-               + 1j * np.bincount(flat.ravel(), contrib.imag.ravel(), total))
-        res = spec - sub.reshape(b_n, width)[:, :-1]
-        power = res.real ** 2 + res.imag ** 2
-        kept = np.ones(total, bool)
-        kept[flat[:, :, SUBTRACT_BINS - self.lobe:SUBTRACT_BINS + self.lobe + 1].ravel()] = False
-        return harm, self._noise(power, kept.reshape(b_n, width)[:, :-1])
+        base = base.astype(np.int64)
+        base += (np.arange(b_n) * self.pad_width)[:, None]              # padded row start
+        ker = self.ker_table[q]
+        if self.reach_mask is not None:
+            ker *= self.reach_mask
+        contrib = camp[:, :, None] * ker                                  # (B, 64, 2S+1)
+        sub = np.bincount(((2 * base)[:, :, None] + self.float_offs).ravel(),
+                          contrib.view(np.float64).ravel(), 2 * b_n * self.pad_width)
+        sub = sub.view(np.complex128).reshape(b_n, self.pad_width)[:, s_bins:s_bins + n_bins]
+        res = spec - sub
+        # leave out the main lobes of the analysed harmonics
+        kept = np.ones(b_n * self.pad_width, bool)
+        kept[(base[:, :, None] + self.lobe_offs)[valid]] = False
+        kept = kept.reshape(b_n, self.pad_width)[:, s_bins:s_bins + n_bins]
+        power = np.abs(res)
+        power *= power
+        return harm, self._noise(power, kept)
 
     def _noise(self, power: np.ndarray, kept: np.ndarray | None) -> np.ndarray:
         """Band RMS (B, 32) from the power of the kept bins (None: all bins)."""
         if kept is None:
-            sums = np.add.reduceat(power, self.band_start, axis=1)
-            counts = np.broadcast_to(self.band_bins, sums.shape).copy()
+            counts = self.band_bins
         else:
-            sums = np.add.reduceat(np.where(kept, power, 0.0), self.band_start, axis=1)
+            power *= kept
             counts = np.add.reduceat(kept, self.band_start, axis=1, dtype=np.float64)
-        if self.band_empty.any():                       # reduceat gives a bin, not 0, there
-            counts[:, self.band_empty] = 0.0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            density = np.where(counts > 0, sums / np.maximum(counts, 1.0), np.nan)
-        density = _fill_nan_nearest(density)
-        return np.sqrt(np.maximum(density, 0.0) * self.band_bins * self.power_scale)
+        if self.any_band_empty:                         # reduceat gives a bin, not 0, there
+            counts = counts * ~self.band_empty
+        sums = np.add.reduceat(power, self.band_start, axis=1)
+        holes = counts == 0                             # no bins left in the band
+        if holes.any():
+            density = np.full(sums.shape, np.nan)
+            np.divide(sums, counts, out=density, where=~holes)
+            density = _fill_nan_nearest(density)
+        else:
+            density = sums / counts
+        density *= self.noise_scale
+        return np.sqrt(density, out=density)
 
 
 def _fill_nan_nearest(x: np.ndarray) -> np.ndarray:
@@ -215,23 +243,33 @@ def _fill_nan_nearest(x: np.ndarray) -> np.ndarray:
     if not bad.any():
         return x
     n = x.shape[1]
-    idx = np.arange(n)
-    dist = np.abs(idx[:, None] - idx[None, :])                          # (n, n)
-    cost = np.where(bad[:, None, :], n, dist[None, :, :])               # (B, n, n)
-    nearest = np.argmin(cost, axis=2)                                   # first = lower on ties
-    out = np.take_along_axis(x, nearest, axis=1)
+    cost = np.where(bad[:, None, :], n, _column_distance(n))            # (B, n, n)
+    out = np.take_along_axis(x, np.argmin(cost, axis=2), axis=1)        # first = lower on ties
     out[bad.all(axis=1)] = 0.0
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _column_distance(n: int) -> np.ndarray:
+    """|i - j| for i, j < n (read-only)."""
+    idx = np.arange(n)
+    dist = np.abs(idx[:, None] - idx[None, :])
+    dist.flags.writeable = False
+    return dist
 
 
 def _normalise(lin: np.ndarray, power: np.ndarray, silent_shape: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """(log features, loudness_db); silent frames get ``silent_shape`` (unit power)."""
+    floored = np.maximum(power, POWER_FLOOR)
+    norm = lin / np.sqrt(floored)[:, None]
     silent = power < POWER_FLOOR
-    scale = 1.0 / np.sqrt(np.maximum(power, POWER_FLOOR))
-    norm = np.where(silent[:, None], silent_shape[None, :], lin * scale[:, None])
-    loud = 10.0 * np.log10(np.maximum(power, POWER_FLOOR))
-    return np.log(np.maximum(norm, AMP_FLOOR)).astype(np.float32), loud.astype(np.float32)
+    if silent.any():
+        norm[silent] = silent_shape
+    np.maximum(norm, AMP_FLOOR, out=norm)
+    loud = np.log10(floored)
+    loud *= 10.0
+    return np.log(norm).astype(np.float32), loud.astype(np.float32)
 
 
 class StreamAnalyzer:
@@ -329,7 +367,8 @@ class StreamAnalyzer:
             f0, voiced = self._f0[k].astype(np.float64), self._voiced[k]
             harm, noise = self._pitched(seg, f0, voiced)
             lin = np.concatenate([harm, noise], axis=1)
-            power = 0.5 * np.sum(harm ** 2, axis=1) + np.sum(noise ** 2, axis=1)
+            power = 0.5 * np.add.reduce(harm * harm, axis=1)
+            power += np.add.reduce(noise * noise, axis=1)
         else:
             f0, voiced = np.zeros(count), np.zeros(count, bool)
             spec = np.fft.rfft(seg * self._w, axis=1)

@@ -94,9 +94,11 @@ def yin_frames(seg: np.ndarray, sample_rate: int, window: int, tau_min: int, tau
     tl, tr = np.maximum(tau - 1, 1), np.minimum(tau + 1, hi)
     a, b, cc = d[rows, tl], d[rows, tau], d[rows, tr]
     den = a - 2.0 * b + cc
-    shift = np.where(den > 1e-20 * (e0[:, 0] + 1e-30), 0.5 * (a - cc) / np.where(
-        den == 0, 1.0, den), 0.0)
-    shift = np.clip(shift, -0.5, 0.5)
+    shift = np.zeros(n_b)
+    np.divide(a - cc, den, out=shift, where=den > 1e-20 * (e0[:, 0] + 1e-30))
+    shift *= 0.5
+    np.maximum(shift, -0.5, out=shift)
+    np.minimum(shift, 0.5, out=shift)
     f0 = sample_rate / (tau + shift)
     ms = c[:, -1] / span
     rms_db = 10.0 * np.log10(np.maximum(ms, 1e-12))
