@@ -74,7 +74,8 @@ class Session:
         self.patch = _patch(a.patch)
         self.decoder = Decoder(a.model or self.patch.model)
         self.player = Player(lambda rate: Engine(self.decoder, rate, block_hint=a.block),
-                             device=a.device, sample_rate=a.rate, blocksize=a.block)
+                             device=a.device, sample_rate=a.rate, blocksize=a.block,
+                             ahead_blocks=getattr(a, "ahead_blocks", 1))
         self.engine = self.player.engine
         self.osc = None
         self.midi = None

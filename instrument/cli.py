@@ -111,6 +111,9 @@ def _p_play(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="audio output device (name or index)")
     p.add_argument("--rate", type=int, default=None, help="device sample rate (default: device's)")
     p.add_argument("--block", type=int, default=256, help="audio block size in samples")
+    p.add_argument("--ahead-blocks", type=int, default=1, help="blocks the worker keeps ready "
+                   "ahead of the device: 1 = lowest latency (OSC->sound ~8 ms at 256/48 kHz); "
+                   "raise it if the status reports underflows on a busy machine")
     p.add_argument("--osc-host", default="127.0.0.1", help="OSC bind address (default loopback)")
     p.add_argument("--osc-port", type=int, default=57130)
     p.add_argument("--midi", default=None, help="MIDI input port name (substring); "

@@ -227,6 +227,7 @@ class Engine:
     def _reset_state(self) -> None:
         self._target = params.defaults()  # what commands asked for
         self._smooth = dict(self._target)  # smoothed values actually used
+        self._smoothing: set[str] = set()  # names whose smoothed value has not arrived yet
         self._latent = [self._target["latent_x"], self._latent_default_y()]
         self._latent_target = list(self._latent)
         self._frozen = False
@@ -241,6 +242,11 @@ class Engine:
         self._decode_key: tuple | None = None
         self._decoded: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
         self._decoded_frame = np.zeros(0)
+        self._steady_key: tuple | None = None  # what the last pitched hop was made from
+        self._steady_out: tuple = ()
+        self._steady_glide_done = False
+        self._zeros = np.zeros(self.hop_samples, np.float32)
+        self._silent = True  # the last hop was exact silence with nothing pending
 
     def _latent_default_y(self) -> float:
         return self._target["latent_y"]
@@ -286,6 +292,8 @@ class Engine:
         self._target[name] = value
         if spec.smooth_ms <= 0.0:
             self._smooth[name] = value
+        elif self._smooth[name] != value:
+            self._smoothing.add(name)
         if name == "latent_x" and not self._frozen:
             self._latent_target[0] = value
         elif name == "latent_y" and not self._frozen:
@@ -350,13 +358,14 @@ class Engine:
 
     # ---------------------------------------------------------------- one hop
     def _smooth_params(self) -> None:
-        for name, spec in params.PARAMS.items():
-            if spec.smooth_ms > 0.0:
-                cur, tgt = self._smooth[name], self._target[name]
-                if cur != tgt:
-                    a = 1.0 - math.exp(-self.hop_ms / spec.smooth_ms)
-                    nxt = cur + (tgt - cur) * a
-                    self._smooth[name] = tgt if abs(tgt - nxt) < 1e-6 * (1 + abs(tgt)) else nxt
+        for name in list(self._smoothing):  # only the parameters still moving
+            cur, tgt = self._smooth[name], self._target[name]
+            if cur != tgt:
+                a = 1.0 - math.exp(-self.hop_ms / params.get(name).smooth_ms)
+                nxt = cur + (tgt - cur) * a
+                self._smooth[name] = tgt if abs(tgt - nxt) < 1e-6 * (1 + abs(tgt)) else nxt
+            if self._smooth[name] == tgt:
+                self._smoothing.discard(name)
         glide_ms = self._target["glide_ms"]
         a = 1.0 if glide_ms <= 0.0 else 1.0 - math.exp(-self.hop_ms / glide_ms)
         for i in (0, 1):
@@ -382,6 +391,10 @@ class Engine:
             y = self._synth_unpitched(levels, out_gain)
         elif self._voices:
             y = self._synth(levels, out_gain)
+        elif self._silent:  # idle: no voice, no noise tail, limiter released
+            self._hop_index += 1
+            self._sample += self.hop_samples
+            return self._zeros
         else:
             y = self._noise.process(np.zeros((0, 1), np.float32), np.zeros(0, np.float32))
         for v in self._voices:
@@ -396,6 +409,11 @@ class Engine:
             self.nonfinite_output += 1
             y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
             self._reset_synths()
+        if self.pitched and not self._voices:  # the noise tail has just played out?
+            self._silent = not y.any() and not self._noise.tail.any() \
+                and self._limiter.reduction == 0.0
+        else:
+            self._silent = False
         return np.clip(y, -1.0, 1.0, out=y)
 
     def _synth(self, levels: list[float], out_gain: float) -> np.ndarray:
@@ -410,12 +428,22 @@ class Engine:
         else:
             harm, noise = self._decode(dec, f0)
             self._decode_key, self._decoded = key, (harm, noise)
-        lev = np.asarray(levels, np.float64) * out_gain
         s = self._smooth
-        h_gain = (lev * _db(s["harmonic_db"])).astype(np.float32)
-        n_gain = (lev * _db(s["noise_db"])).astype(np.float32)
-        y = self._harm.process(slots, harm * h_gain[:, None], f0)
-        y = y + self._noise.process(noise, n_gain)
+        steady = (key, slots.tobytes(), tuple(levels), out_gain, s["harmonic_db"],
+                  s["noise_db"])
+        if steady == self._steady_key and self._steady_glide_done:
+            amps, n_gain = self._steady_out  # all as the last hop: the same arrays
+            y = self._harm.process(slots, amps, f0, same_as_last=True)
+        else:
+            lev = np.asarray(levels, np.float64) * out_gain
+            h_gain = (lev * _db(s["harmonic_db"])).astype(np.float32)
+            n_gain = (lev * _db(s["noise_db"])).astype(np.float32)
+            amps = harm * h_gain[:, None]
+            # same inputs next hop may take the steady path once this hop's f0 glide is over
+            self._steady_glide_done = steady == self._steady_key
+            self._steady_key, self._steady_out = steady, (amps, n_gain)
+            y = self._harm.process(slots, amps, f0)
+        y += self._noise.process(noise, n_gain)
         return y
 
     def _synth_unpitched(self, levels: list[float], out_gain: float) -> np.ndarray:

@@ -154,13 +154,17 @@ class Player:
             log.error("audio worker stopped: %s", self.worker_error)
 
     def _reporter(self) -> None:
-        last = (0, 0, 0)
+        last = (0, 0, 0, 0)
         while self._running:
             time.sleep(self.report_s)
-            now = (self.xruns, self.callback_errors, self.engine.dropped)
+            now = (self.ring.underflows, self.status_flags, self.callback_errors,
+                   self.engine.dropped)
             self.engine.xruns = self.xruns
             if now != last:
-                log.warning("audio: xruns %d, callback errors %d, dropped commands %d", *now)
+                fix = ("; the engine fell behind: raise --ahead-blocks or --block"
+                       if now[0] > last[0] else "")
+                log.warning("audio: underflows %d, device xruns %d, callback errors %d, "
+                            "dropped commands %d%s", *now, fix)
                 last = now
 
     # ----------------------------------------------------------------- public

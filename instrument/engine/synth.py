@@ -50,6 +50,7 @@ class HarmonicSynth:
         self._ramp = ((self._n + 1.0) / self.hop_samples).astype(np.float32)  # (0, 1]
         self._log_ramp = self._ramp.astype(np.float64)
         self._spec_scale = np.complex64(-0.5j * self.table_size)  # irfft -> sum a_k sin
+        self._pow2 = self.table_size & (self.table_size - 1) == 0
 
     def start(self, slot: int, f0_hz: float) -> None:
         """A new voice in ``slot``: silent previous table, phase 0, f0 without glide."""
@@ -64,34 +65,51 @@ class HarmonicSynth:
         self.phase_cycles[:] = 0.0
         self.f0_hz[:] = 440.0
 
-    def process(self, slots: np.ndarray, amps: np.ndarray, f0_end_hz: np.ndarray) -> np.ndarray:
+    def process(self, slots: np.ndarray, amps: np.ndarray, f0_end_hz: np.ndarray,
+                same_as_last: bool = False) -> np.ndarray:
         """One hop of the voices in ``slots``.
 
         ``amps`` (V, n_harmonics) are the linear amplitudes reached at the hop's end (gains
-        included); ``f0_end_hz`` (V,) the f0 reached at the hop's end. Returns (hop,) float32.
+        included); ``f0_end_hz`` (V,) the f0 reached at the hop's end. ``same_as_last``: the
+        caller vouches that slots, amps and f0 equal the previous call's and that call's f0
+        did not glide (the steady path without re-checking). Returns (hop,) float32.
         """
         hop, L = self.hop_samples, self.table_size
         if len(slots) == 0:
             return np.zeros(hop, np.float32)
         f0_0 = self.f0_hz[slots]
-        f0_1 = np.asarray(f0_end_hz, np.float64)
-        # band limit: zero harmonics at or above max_hz for the highest f0 of the hop
-        f_top = np.maximum(f0_0, f0_1)
-        amps = np.where(self._harm_k[None, :] * f_top[:, None] < self.max_hz, amps,
-                        np.float32(0.0))
-        steady = np.array_equal(f0_0, f0_1) and np.array_equal(amps, self.amps[slots])
+        if same_as_last:
+            steady = True
+        else:
+            f0_1 = np.asarray(f0_end_hz, np.float64)
+            # band limit: zero harmonics at or above max_hz for the highest f0 of the hop
+            f_top = np.maximum(f0_0, f0_1)
+            amps = np.where(self._harm_k[None, :] * f_top[:, None] < self.max_hz, amps,
+                            np.float32(0.0))
+            steady = np.array_equal(f0_0, f0_1) and np.array_equal(amps, self.amps[slots])
         if steady:  # nothing changed: read the stored tables, no new table, no crossfade
             inc = f0_0 / self.sample_rate
             ph = self.phase_cycles[slots, None] + inc[:, None] * self._n[None, :]
             self.phase_cycles[slots] = (self.phase_cycles[slots] + inc * hop) % 1.0
-            pos = (ph % 1.0) * L
-            idx = pos.astype(np.int64)
-            np.minimum(idx, L - 1, out=idx)
-            frac = (pos - idx).astype(np.float32)
+            if self._pow2:  # ph * L and the floor are exact: same values as (ph % 1) * L
+                pos = np.multiply(ph, L, out=ph)
+                idx = pos.astype(np.int64)
+                frac = np.subtract(pos, idx, out=pos).astype(np.float32)
+                idx &= L - 1
+            else:
+                pos = (ph % 1.0) * L
+                idx = pos.astype(np.int64)
+                np.minimum(idx, L - 1, out=idx)
+                frac = (pos - idx).astype(np.float32)
             flat = self.tables.reshape(-1)
-            i0 = idx + (slots[:, None] * self._L1)
+            i0 = idx
+            i0 += slots[:, None] * self._L1
             p0 = flat[i0]
-            y = p0 + frac * (flat[i0 + 1] - p0)
+            i0 += 1
+            y = flat[i0]
+            y -= p0
+            y *= frac
+            y += p0
             return y.sum(axis=0, dtype=np.float32) if len(slots) > 1 else y[0]
         self.amps[slots] = amps
         spec = np.zeros((len(slots), self.n_harmonics + 1), np.complex64)
@@ -158,46 +176,74 @@ def band_bin_weights(edges_hz: np.ndarray, n_fft: int, sample_rate: int,
 
 
 class NoiseSynth:
-    """Filtered noise for all voices: one spectrum, one irfft and overlap-add per hop."""
+    """Filtered noise for all voices: one spectrum, one irfft and overlap-add per hop.
+
+    The complex Gaussian bins are drawn ``BATCH`` hops at a time; while the spectrum holds,
+    the frames of the rest of the batch are made with one batched irfft (the same values a
+    hop-by-hop irfft gives, much cheaper per hop)."""
+
+    BATCH = 32
 
     def __init__(self, sample_rate: int, hop_samples: int, edges_hz: np.ndarray, max_hz: float,
                  seed: int = 0):
         self.sample_rate = int(sample_rate)
         self.hop_samples = int(hop_samples)
         self.n_fft = 2 * self.hop_samples
+        self.n_bins = self.n_fft // 2 + 1
         self.max_hz = float(max_hz)
         self.seed = int(seed)
         n = np.arange(self.n_fft)
         self.window = np.sin(np.pi * n / self.n_fft).astype(np.float32)  # sqrt periodic Hann
+        self._frames = np.zeros((self.BATCH, self.n_fft), np.float32)
         self.set_bands(edges_hz)
         self.reset()
 
     def set_bands(self, edges_hz: np.ndarray) -> None:
         self.weights = band_bin_weights(edges_hz, self.n_fft, self.sample_rate, self.max_hz)
         self._last_power = np.zeros(0)
-        self._mag = np.zeros(self.n_fft // 2 + 1, np.float32)
+        self._mag = np.zeros(self.n_bins, np.float32)
+        self._ready = 0  # frames of the batch made with the current magnitudes: [_row, _ready)
 
     def reset(self) -> None:
         self.rng = np.random.default_rng(self.seed)
         self.tail = np.zeros(self.hop_samples, np.float32)
+        self._z = np.zeros((self.BATCH, self.n_bins), np.complex64)
+        self._row = self.BATCH  # next unused row of the Gaussian batch
+        self._ready = 0
+
+    def _frame(self, changed: bool) -> np.ndarray:
+        """The next windowed noise frame (n_fft,) with the current magnitudes."""
+        if self._row >= self.BATCH:  # a new batch of Gaussian bins
+            self._z = self.rng.standard_normal((self.BATCH, 2 * self.n_bins),
+                                               dtype=np.float32).view(np.complex64)
+            self._row, self._ready = 0, 0
+        r = self._row
+        if changed or r >= self._ready:
+            stop = r + 1 if changed else self.BATCH  # spectrum moving: just this hop's frame
+            self._frames[r:stop] = np.fft.irfft(self._z[r:stop] * self._mag, self.n_fft,
+                                                axis=1)
+            self._frames[r:stop] *= self.window
+            self._ready = stop
+        self._row = r + 1
+        return self._frames[r]
 
     def process(self, band_rms: np.ndarray, gains: np.ndarray) -> np.ndarray:
         """One hop from ``band_rms`` (V, n_bands) linear RMS and per-voice gains (V,)."""
         hop = self.hop_samples
-        out = self.tail
-        band_power = (np.square(gains)[:, None] * np.square(band_rms)).sum(axis=0)
+        if len(gains) == 1:
+            band_power = np.square(band_rms[0] * gains[0], dtype=np.float32)
+        else:
+            band_power = (np.square(gains)[:, None] * np.square(band_rms)).sum(axis=0)
         if len(gains) == 0 or not band_power.any():
-            self.tail = np.zeros(hop, np.float32)
+            out, self.tail = self.tail, np.zeros(hop, np.float32)
             return out
-        if not np.array_equal(band_power, self._last_power):  # else reuse the bin magnitudes
+        changed = not np.array_equal(band_power, self._last_power)
+        if changed:  # else reuse the bin magnitudes and the frames already made
             self._last_power = band_power
             self._mag = np.sqrt((band_power.astype(np.float32) @ self.weights) * 0.5)
-        z = self.rng.standard_normal(2 * self._mag.shape[0], dtype=np.float32).view(np.complex64)
-        z *= self._mag
-        frame = np.fft.irfft(z, self.n_fft).astype(np.float32)
-        frame *= self.window
-        y = out + frame[:hop]
-        self.tail = frame[hop:].copy()
+        frame = self._frame(changed)
+        y = self.tail + frame[:hop]
+        np.copyto(self.tail, frame[hop:])
         return y
 
 
