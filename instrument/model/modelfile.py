@@ -48,12 +48,12 @@ def _act(name: str, x: np.ndarray) -> np.ndarray:
         return x
     if name == "tanh":
         return np.tanh(x)
-    if name == "silu":
-        return x / (1.0 + np.exp(-x))
+    if name == "silu":  # x * sigmoid(x), via tanh so no exp can overflow
+        return x * (0.5 + 0.5 * np.tanh(0.5 * x))
     if name == "relu":
         return np.maximum(x, 0.0)
     if name == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
+        return 0.5 + 0.5 * np.tanh(0.5 * x)
     if name == "leaky_relu":
         return np.where(x > 0, x, 0.01 * x)
     raise ValueError(name)
