@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,32 @@ class Session:
         self.osc = None
         self.midi = None
         self.listener = None
+        self._running = False
+        self._notifier: threading.Thread | None = None
+
+    NOTIFY_S = 0.05
+
+    def _notify_loop(self) -> None:
+        """Push changes to ``/inst/notify`` subscribers (whatever moved them: OSC, MIDI,
+        follow): ``/inst/latent/reply x y`` (the smoothed point, 0..1),
+        ``/inst/voices/reply n`` (sounding voices), ``/inst/xruns/reply n``."""
+        last: dict[str, tuple] = {}
+        while self._running:
+            time.sleep(self.NOTIFY_S)
+            osc = self.osc
+            if osc is None or not osc.subscribers:
+                continue
+            try:
+                st = self.player.status()
+            except RuntimeError:  # a dict changed under us: try again next tick
+                continue
+            now = {"/inst/latent/reply": tuple(round(float(v), 4) for v in st["latent"]),
+                   "/inst/voices/reply": (int(st["voices"]),),
+                   "/inst/xruns/reply": (int(st["xruns"]),)}
+            for address, args in now.items():
+                if last.get(address) != args:
+                    osc.notify(address, *args)
+            last = now
 
     def status(self) -> dict:
         s = self.player.status()
@@ -126,6 +153,9 @@ class Session:
             self.midi = MidiInput.try_open(self.engine.send, port_name=a.midi,
                                            mapper=MidiMapper(self.patch.midi))
         self.player.start()
+        self._running = True
+        self._notifier = threading.Thread(target=self._notify_loop, name="notify", daemon=True)
+        self._notifier.start()
         if a.follow:
             from instrument.listen.live import Drive, Listener
 
@@ -154,6 +184,7 @@ class Session:
         print("\n".join(lines), flush=True)
 
     def stop(self) -> None:
+        self._running = False
         for part in (self.listener, self.midi, self.osc, self.player):
             if part is not None:
                 try:

@@ -98,6 +98,9 @@ def test_play_answers_osc_and_midi_with_sound(jack_server, random_model_dir):
         time.sleep(0.8)
         sock.sendto(oscwire.encode_message("/inst/status"), dest)
         reply = oscwire.parse_packet(sock.recv(65536))
+        # subscribe: a MIDI CC (not OSC) moving the latent is reported to us
+        sock.sendto(oscwire.encode_message("/inst/notify", 1), dest)
+        done = oscwire.parse_packet(sock.recv(65536))
         sock.sendto(oscwire.encode_message("/inst/note/off", 69.0), dest)
         time.sleep(0.8)  # release
         # MIDI: note-on, then a CC1 sweep (latent.x in the default patch) changes the sound
@@ -111,6 +114,13 @@ def test_play_answers_osc_and_midi_with_sound(jack_server, random_model_dir):
             time.sleep(0.01)
         ctl.send(mido.Message("control_change", control=1, value=127))
         time.sleep(0.3)
+        events = []
+        sock.settimeout(0.2)
+        try:
+            while True:
+                events.append(oscwire.parse_packet(sock.recv(65536)))
+        except TimeoutError:
+            pass
         t_end_a = time.monotonic()
         time.sleep(0.8)
         t_end = time.monotonic()
@@ -121,6 +131,10 @@ def test_play_answers_osc_and_midi_with_sound(jack_server, random_model_dir):
         ctl.close()
         sock.close()
     assert reply.address == "/inst/status/reply"
+    assert done.address == "/inst/done" and done.args[0] == "/inst/notify"
+    moves = [e.args for e in events if e.address == "/inst/latent/reply"]
+    assert moves and moves[-1][0] > 0.9, moves[-5:]  # CC1 127 -> latent x = 1
+    assert any(e.address == "/inst/voices/reply" for e in events)
     kv = dict(zip(reply.args[::2], reply.args[1::2], strict=False))
     assert kv["sample_rate"] == session.player.sample_rate and kv["model"]
     quiet = rec.between(t_quiet, t_osc)

@@ -108,6 +108,11 @@ def _flatten(d: dict, prefix: str = "") -> Iterable[tuple[str, object]]:
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             yield from _flatten(v, key + ".")
+        elif isinstance(v, list | tuple) and all(isinstance(e, int | float) for e in v):
+            # e.g. latent [x, y] -> "latent.x" x "latent.y" y (numbers, not a string)
+            names = "xy" if len(v) == 2 else [str(i) for i in range(len(v))]
+            for n, e in zip(names, v, strict=False):
+                yield f"{key}.{n}", e
         else:
             yield key, v
 

@@ -215,6 +215,7 @@ class Engine:
             "ignored": self.ignored,
             "stolen": self.stolen,
             "sanitized_frames": self.sanitized_frames,
+            "nonfinite_output": self.nonfinite_output,
             "limiter_hops": self._limiter.active_hops,
             "model": self.decoder.name,
             "mode": "pitched" if self.pitched else "unpitched",
