@@ -9,6 +9,7 @@ temporary folder (not committed), trains the pitched autoencoder and cuts it to
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ PROGRAMS = {
     "cello": 42, "trumpet": 56, "oboe": 68, "clarinet": 71, "flute": 73, "pad": 89,
 }
 ROOT = Path(__file__).resolve().parents[1]
+CORPUS_DESCRIPTION = ("12 GM programs x MIDI notes 48-72, 1.5 s each, rendered at 48 kHz by "
+                      "models/build_default.py")
 
 
 def _write_midi(path: Path, program: int, note: int, hold_s: float, total_s: float,
@@ -101,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                           batch=512, lr=3e-3, licence=LICENCE, eval_every=500)
         train(corpus, ck, cfg)
         out = cut(ck, args.out, name="default")
+    # the corpus was a temporary folder: record how to make it again instead of its path
+    meta_path = Path(out) / "model.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["corpus"]["folder"] = CORPUS_DESCRIPTION
+    meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     print(f"wrote {out}")
     return 0
 
