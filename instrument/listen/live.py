@@ -130,6 +130,7 @@ class Listener:
         self._stop = threading.Event()
         self._ring = np.zeros((0, 1), np.float32)
         self._written = 0  # total frames written by the callback (only the callback writes)
+        self._read = 0  # total frames the worker has copied out (only the worker writes)
         self.input_overflows = 0
         self.callback_errors = 0
         self.ring_overruns = 0
@@ -175,6 +176,7 @@ class Listener:
         self.follower = Follower(self.encoder, rate, self.smoothing_ms, self.silence_db)
         self._ring = np.zeros((int(RING_SECONDS * rate), ch), np.float32)
         self._written = 0
+        self._read = 0
         try:
             self._stream = sd.InputStream(device=idx, channels=ch, samplerate=rate,
                                           dtype="float32", blocksize=self.blocksize,
@@ -207,12 +209,15 @@ class Listener:
             cap = ring.shape[0]
             n = min(frames, cap)
             w = self._written
+            if w + n - self._read > cap:  # the worker is behind: drop this block, count it
+                self.ring_overruns += 1
+                return
             i = w % cap
             first = min(n, cap - i)
             ring[i:i + first] = indata[frames - n:frames - n + first]
             if n > first:
                 ring[:n - first] = indata[frames - n + first:]
-            self._written = w + frames
+            self._written = w + n
         except Exception:  # never let an exception escape into PortAudio
             self.callback_errors += 1
 
@@ -237,9 +242,6 @@ class Listener:
         cap = self._ring.shape[0]
         while not self._stop.is_set():
             w = self._written
-            if w - read > cap:  # we fell behind by more than the ring: skip ahead, count
-                self.ring_overruns += 1
-                read = w - cap // 2
             if w == read:
                 time.sleep(POLL_S)
                 continue
@@ -249,6 +251,7 @@ class Listener:
             if n > first:
                 block = np.concatenate([block, self._ring[:n - first]])
             read = w
+            self._read = read  # only now may the callback reuse that part of the ring
             self._emit(f.process(block))
 
     def _file_worker(self) -> None:
