@@ -161,3 +161,37 @@ def test_live_learning_on_jack_no_xruns_and_osc_progress(jack_server: str):
     assert st["status_flags"] <= max(2, st["callbacks"] // 4), st
 
 
+def _recv(client: socket.socket, address: str, timeout_s: float = 3.0):
+    """The next OSC message to ``address`` received on ``client`` (None after timeout_s)."""
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end:
+        try:
+            data, _ = client.recvfrom(65536)
+        except TimeoutError:
+            continue
+        msg = oscwire.parse_packet(data)
+        if msg.address == address:
+            return msg
+    return None
+
+
+def test_dissect_osc_fail_reply_names_the_address():
+    from instrument.dissect.live import DissectOsc
+
+    trainer = OnlineTrainer("pitched", SR, config=SMALL)
+    osc = DissectOsc(Dissection(trainer), port=0).start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(0.2)
+    try:
+        client.sendto(oscwire.encode_message("/inst/dissect/lr", 5.0), ("127.0.0.1", osc.port))
+        fail = _recv(client, "/inst/fail")
+        client.sendto(b"not osc", ("127.0.0.1", osc.port))
+        bad = _recv(client, "/inst/fail")
+    finally:
+        osc.stop()
+        client.close()
+    assert fail is not None and fail.args[0] == "/inst/dissect/lr", fail
+    assert "learning rate" in fail.args[1] and "0 < lr <= 1" in fail.args[1], fail
+    assert bad is not None and bad.args[0] == "(packet)" and len(bad.args) == 2, bad
+    assert trainer.lr == pytest.approx(3e-3)  # the refused value did not reach the trainer

@@ -142,23 +142,34 @@ class DissectOsc:
                 continue
             self.counters["received"] += 1
             try:
-                self._handle(oscwire.parse_packet(data), sender)
-            except InstrumentError as e:
-                self._fail(sender, str(e))
-            except Exception as e:  # never let a packet stop the server
-                self._fail(sender, f"internal error {type(e).__name__}: {e}")
+                pkt = oscwire.parse_packet(data)
+            except Exception as e:  # oscwire's parse error, or worse: name the packet
+                self._fail(sender, "(packet)", str(e))
+                continue
+            self._dispatch(pkt, sender)
 
-    def _fail(self, sender, text: str) -> None:
+    def _fail(self, sender, address: str, text: str) -> None:
+        """Count, log and answer ``/inst/fail <address> <message>`` (as docs/OSC.md)."""
         self.counters["dropped"] += 1
         self.last_error = text
-        log.warning("dissect OSC from %s:%s: %s", sender[0], sender[1], text)
-        self._send(oscwire.encode_message("/inst/fail", text), sender)
+        log.warning("dissect OSC from %s:%s %s: %s", sender[0], sender[1], address, text)
+        self._send(oscwire.encode_message("/inst/fail", address, text), sender)
+
+    def _dispatch(self, pkt, sender) -> None:
+        """Apply a message, or a bundle's messages now and in order; each refusal is
+        answered on its own and the rest still apply."""
+        if isinstance(pkt, oscwire.Bundle):
+            for el in pkt.elements:
+                self._dispatch(el, sender)
+            return
+        try:
+            self._handle(pkt, sender)
+        except InstrumentError as e:
+            self._fail(sender, pkt.address, str(e))
+        except Exception as e:  # never let a packet stop the server
+            self._fail(sender, pkt.address, f"internal error {type(e).__name__}: {e}")
 
     def _handle(self, pkt, sender) -> None:
-        if isinstance(pkt, oscwire.Bundle):  # apply bundled controls now, in order
-            for el in pkt.elements:
-                self._handle(el, sender)
-            return
         a, args, types = pkt.address, pkt.args, pkt.types
         t = self.session.trainer
 
