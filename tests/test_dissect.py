@@ -7,6 +7,7 @@ tests stay short on two cores.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import sys
@@ -195,3 +196,23 @@ def test_dissect_osc_fail_reply_names_the_address():
     assert "learning rate" in fail.args[1] and "0 < lr <= 1" in fail.args[1], fail
     assert bad is not None and bad.args[0] == "(packet)" and len(bad.args) == 2, bad
     assert trainer.lr == pytest.approx(3e-3)  # the refused value did not reach the trainer
+
+
+def _render_cli(tmp_path: Path, capsys, seconds: float = 3.0) -> tuple[str, Path]:
+    from instrument.dissect.main import dissect_main
+
+    out = tmp_path / "learn.wav"
+    assert dissect_main(str(DATA / "flute_62.wav"), render=str(out), seconds=seconds,
+                        sample_rate=SR, mode="pitched") == 0
+    return capsys.readouterr().out, out
+
+
+def test_render_loops_a_short_source_up_to_seconds(tmp_path: Path, capsys):
+    import soundfile as sf
+
+    text, out = _render_cli(tmp_path, capsys)
+    audio, rate = sf.read(out)
+    assert rate == SR and len(audio) == pytest.approx(3.0 * SR, abs=256)  # 0.6 s source
+    assert "0.60 s long: looped (5 passes)" in text, text
+    m = re.search(r"rendered (\d+\.\d+) s", text)
+    assert m and float(m.group(1)) == pytest.approx(3.0, abs=0.02), text

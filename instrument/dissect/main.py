@@ -38,6 +38,9 @@ def dissect_main(source: str | None, device: str | None = None, render: str | No
         report, hist = render_learning(source, render, seconds=seconds, seed=seed, mode=mode,
                                        sample_rate=sample_rate, listen=listen,
                                        steps_per_hop=steps_per_hop, return_history=True)
+        if report["passes"] > 1:
+            print(f"source {source} is {report['source_seconds']:.2f} s long: looped ("
+                  f"{report['passes']} passes) to fill --seconds {seconds:g}")
         print(f"rendered {report['seconds']:.2f} s ({report['mode']}, {report['steps']} steps) "
               f"-> {render}; LSD first second {report['lsd_first_s_db']:.2f} dB, last second "
               f"{report['lsd_last_s_db']:.2f} dB")

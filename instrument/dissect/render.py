@@ -62,7 +62,9 @@ def render_learning(source, out_wav: str | Path | None, seconds: float | None = 
                     return_history: bool = False, **trainer_kw):
     """Render the sound of a network learning ``source`` (a file, folder or FileSource).
 
-    Returns a report dict: seconds, hops, steps, lsd_first_s_db / lsd_last_s_db (the
+    A source shorter than ``seconds`` is looped up to ``seconds``.
+    Returns a report dict: seconds, hops, steps, source_seconds (one pass over the source),
+    passes (how many passes were begun: > 1 when it looped), lsd_first_s_db / lsd_last_s_db (the
     reconstruction distance of the stream in the first and last second), final loss; with
     ``return_history`` also the :class:`History` (``(report, history)``).
     """
@@ -77,8 +79,9 @@ def render_learning(source, out_wav: str | Path | None, seconds: float | None = 
             or not 0 <= steps_per_hop <= 1000:
         raise ConfigError(describe("steps_per_hop", steps_per_hop, "an int in 0..1000",
                                    "pass e.g. 2"))
-    src = source if isinstance(source, FileSource) else FileSource(source, sample_rate,
-                                                                    seconds=seconds)
+    # a source shorter than ``seconds`` loops up to it (without ``seconds``: one pass)
+    src = source if isinstance(source, FileSource) else \
+        FileSource(source, sample_rate, loop=seconds is not None, seconds=seconds)
     sample_rate = src.sample_rate
     if mode == "auto":
         mode = detect_mode(src)
@@ -110,6 +113,8 @@ def render_learning(source, out_wav: str | Path | None, seconds: float | None = 
               "lsd_first_s_db": lsd_over(hist, 0.0, 1.0),
               "lsd_last_s_db": lsd_over(hist, dur_s - 1.0, dur_s),
               "loss": trainer.loss, "snapshots_taken": sess.swaps,
+              "source_seconds": round(src.pass_samples / sample_rate, 3),
+              "passes": src.passes,
               "out_wav": str(out_wav) if out_wav is not None else None,
               "audio": audio}
     return (report, hist) if return_history else report

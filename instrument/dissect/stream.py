@@ -85,7 +85,9 @@ class FileSource:
     """The audio of a file or a folder (each file in turn) as hops at ``sample_rate``.
 
     Unreadable files are skipped with a log line naming them; ``loop`` starts again after the
-    last file; ``seconds`` stops after that much audio. ``label`` is the current file's stem.
+    last file; ``seconds`` stops after that much audio. ``label`` is the current file's stem;
+    ``passes`` counts the passes over the files begun so far and ``pass_samples`` is the
+    length of one whole pass (known once the first pass is done).
     """
 
     def __init__(self, source: str | Path, sample_rate: int, hop_samples: int = 256,
@@ -97,10 +99,14 @@ class FileSource:
         self.max_samples = None if seconds is None else int(seconds * sample_rate)
         self.label = ""
         self.skipped: list[str] = []
+        self.passes = 0
+        self.pass_samples = 0
 
     def clips(self) -> Iterator[tuple[str, np.ndarray]]:
+        self.passes, self.pass_samples = 0, 0  # counted afresh by each reading
         while True:
             good = 0
+            self.passes += 1
             for f in self.files:
                 try:
                     audio = read_any(f, self.sample_rate)
@@ -112,6 +118,8 @@ class FileSource:
                 if len(audio) == 0:
                     continue
                 good += 1
+                if self.passes == 1:
+                    self.pass_samples += len(audio)
                 yield f.stem, audio
             if not self.loop or good == 0:
                 if good == 0 and not self.skipped:
