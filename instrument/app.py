@@ -39,13 +39,11 @@ def _patch(path: str | None):
 
 # --------------------------------------------------------------------------- render
 def cmd_render(a: argparse.Namespace) -> int:
-    import numpy as np
-    import soundfile as sf
-
-    from instrument.engine.render import render
+    from instrument.engine.render import check_output, write_file
     from instrument.engine.score import Event, load
     from instrument.model.modelfile import Decoder
 
+    check_output(a.out)  # before any work: a wrong suffix or folder is refused at once
     patch = _patch(a.patch)
     decoder = Decoder(a.model or patch.model)
     rate = int(a.rate or decoder.sample_rate)
@@ -53,12 +51,10 @@ def cmd_render(a: argparse.Namespace) -> int:
         raise ConfigError(describe("render --rate", rate, "8000..384000 Hz", "pick a rate"))
     events = [Event(0.0, c) for c in patch.initial_commands()] + load(shipped(a.score))
     t0 = time.perf_counter()
-    audio = render(decoder, events, rate, block_frames=a.block)
-    sf.write(a.out, audio, rate, subtype="PCM_24")
-    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
-    print(f"render: {a.out}: {len(audio) / rate:.2f} s at {rate} Hz, model {decoder.name} "
-          f"({decoder.mode}), {len(events)} events, peak {20 * math.log10(max(peak, 1e-10)):.1f}"
-          f" dBFS, {time.perf_counter() - t0:.2f} s to render")
+    s = write_file(decoder, events, a.out, rate, block_frames=a.block)
+    print(f"render: {a.out}: {s['seconds']:.2f} s at {rate} Hz, model {decoder.name} "
+          f"({decoder.mode}), {len(events)} events, peak {s['peak_dbfs']:.1f} dBFS, "
+          f"{time.perf_counter() - t0:.2f} s to render")
     return 0
 
 
@@ -272,9 +268,31 @@ def cmd_listen(a: argparse.Namespace) -> int:
     return listen_main(a)
 
 
+def check_out_file(path: str | Path, what: str, suffixes: tuple[str, ...]) -> Path:
+    """Refuse an output path up front: a suffix not in ``suffixes``, a missing folder, or a
+    folder where a file should go (one line naming the option and the fix)."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise ConfigError(describe(f"{what} {str(p)!r}: file type", p.suffix or "no suffix",
+                                   ", ".join(suffixes), f"end the name in {suffixes[0]}"))
+    if not p.parent.is_dir():
+        raise ConfigError(f"{what} {str(p)!r}: folder {str(p.parent)!r} does not exist; create "
+                          "it first or write somewhere else")
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r}: is a folder; give a file name")
+    return p
+
+
 def cmd_encode(a: argparse.Namespace) -> int:
     from instrument.listen.encode import encode_main
 
+    if not Path(a.file).is_file():
+        raise ConfigError(f"encode: input {a.file!r}: file not found; pass a sound file "
+                          "(wav/aiff/flac/ogg/mp3)")
+    check_out_file(a.out or Path(a.file).with_suffix(".trajectory.csv"), "encode -o",
+                   (".csv", ".json"))
+    if a.plot:
+        check_out_file(a.plot, "encode --plot", (".png", ".svg", ".pdf"))
     return encode_main(a)
 
 

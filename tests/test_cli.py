@@ -81,3 +81,92 @@ def test_render_at_another_rate_keeps_the_pitch(tmp_path):
         assert sr == rate
         tone = audio[int(0.3 * sr):int(1.8 * sr)]
         assert abs(cents(estimate_f0(tone, sr), 440.0)) < 3.0
+
+
+# --------------------------------------------------------------- refusals: one line, no traceback
+def _one_line_error(err: str, *needles: str) -> None:
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "error:" in lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.mark.parametrize("out, needles", [
+    ("{tmp}/nonexist/x.wav", ("does not exist", "nonexist")),
+    ("{tmp}/x.mp3", (".mp3", ".wav", ".flac", ".aiff", ".ogg")),
+    ("{tmp}", ("allowed",)),  # a folder: no suffix
+])
+def test_render_refuses_a_bad_output_path_in_one_line(tmp_path, capsys, out, needles):
+    score = tmp_path / "s1.txt"
+    score.write_text("0 note 60 0.5\n1 off 60\n")
+    assert main(["render", str(score), "-o", out.format(tmp=tmp_path)]) == 2
+    _one_line_error(capsys.readouterr().err, *needles)
+
+
+@pytest.mark.parametrize("suffix, subtype", [(".flac", "PCM_24"), (".aiff", "PCM_24"),
+                                             (".ogg", "VORBIS")])
+def test_render_writes_the_format_its_suffix_names(tmp_path, suffix, subtype):
+    score = tmp_path / "s1.txt"
+    score.write_text("0 note 60 0.5\n1 off 60\n")
+    out = tmp_path / f"x{suffix}"
+    assert main(["render", str(score), "-o", str(out)]) == 0
+    info = sf.info(out)
+    assert info.subtype == subtype and info.samplerate == 48000 and info.frames > 48000
+
+
+@pytest.mark.parametrize("line, needles", [
+    ("1e308 note 60 0.5", ("s.txt:1", "3600")),
+    ("0 param gain_db 99", ("s.txt:1", "gain_db", "12")),
+    ("0 param nosuch 1", ("s.txt:1", "nosuch", "gain_db")),
+    ("0 param gain_db inf", ("s.txt:1", "inf")),
+])
+def test_render_refuses_a_bad_score_line_naming_file_and_line(tmp_path, capsys, line, needles):
+    score = tmp_path / "s.txt"
+    score.write_text(line + "\n")
+    assert main(["render", str(score), "-o", str(tmp_path / "x.wav")]) == 2
+    _one_line_error(capsys.readouterr().err, *needles)
+    assert not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["play", "--osc-port", "99999"], ("--osc-port", "99999", "0..65535")),
+    (["play", "--osc-port", "-1"], ("--osc-port", "0..65535")),
+    (["play", "--block", "-5"], ("--block", "-5", "1..16384")),
+    (["play", "--block", "100000"], ("--block", "1..16384")),
+    (["play", "--ahead-blocks", "0"], ("--ahead-blocks", "1..16")),
+    (["play", "--ahead-blocks", "-1"], ("--ahead-blocks", "1..16")),
+    (["play", "--seconds", "nan"], ("--seconds", "nan")),
+    (["render", "--block", "0"], ("--block", "1..16384")),
+    (["render", "--rate", "99"], ("--rate", "8000..384000")),
+    (["dissect", "--osc-port", "70000"], ("--osc-port", "0..65535")),
+    (["train", "x", "--seconds", "-2"], ("--seconds", "-2")),
+])
+def test_out_of_range_options_are_refused_before_anything_opens(capsys, args, needles):
+    """argparse refuses these, before any device or socket is touched (so no JACK needed)."""
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    _one_line_error(capsys.readouterr().err, f"instrument {args[0]}", *needles)
+
+
+def test_encode_refuses_bad_output_paths_up_front(tmp_path, capsys):
+    wav = ROOT / "tests/data/flute_55.wav"
+    assert main(["encode", str(wav), "--plot", str(tmp_path / "nonexist/x.png")]) == 2
+    _one_line_error(capsys.readouterr().err, "--plot", "does not exist")
+    assert main(["encode", str(wav), "-o", str(tmp_path / "t.txt")]) == 2
+    _one_line_error(capsys.readouterr().err, "-o", ".csv", ".json")
+    assert main(["encode", str(tmp_path / "nofile.wav")]) == 2
+    _one_line_error(capsys.readouterr().err, "nofile.wav", "not found")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (an unwritable "
+                    "folder even for root) to provoke an OSError no up-front check catches")
+def test_an_unexpected_os_error_is_one_line_and_v_shows_the_traceback(tmp_path, capsys):
+    wav = ROOT / "tests/data/flute_55.wav"
+    out = "/proc/instrument-test.csv"  # the folder exists, the write fails
+    assert main(["encode", str(wav), "-o", out]) == 2
+    err = capsys.readouterr().err
+    _one_line_error(err, "instrument encode: error:", "Error", "run with -v")
+    with pytest.raises(OSError):
+        main(["encode", str(wav), "-o", out, "-v"])
