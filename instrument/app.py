@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -236,6 +237,11 @@ def cmd_devices(a: argparse.Namespace) -> int:
 def cmd_train(a: argparse.Namespace) -> int:
     from instrument.model.train import TrainConfig, train
 
+    # refuse up front what would otherwise fail after minutes of training
+    cut_folder = model_out_folder(a.cut, None, a.force, "train --cut") if a.cut else None
+    if Path(a.checkpoint).is_dir():
+        raise ConfigError(f"train -o {a.checkpoint!r}: is a folder; give a checkpoint file "
+                          "name such as checkpoints/model.pt")
     cfg = TrainConfig(mode=None if a.mode == "auto" else a.mode, seed=a.seed, device=a.device,
                       sample_rate=a.sample_rate, max_seconds=a.seconds,
                       progress=True)
@@ -248,16 +254,40 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.cut:
         from instrument.model.cut import cut
 
-        out = cut(ck, ROOT / "models" / a.cut, name=a.cut)
+        out = cut(ck, cut_folder, name=a.cut)
         print(f"cut: {out}")
     return 0
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
+def model_out_folder(name: str, out: str | None, force: bool, what: str = "cut") -> Path:
+    """The folder a cut writes (``out`` or models/NAME), refused up front if the name is not a
+    plain folder name or the folder already holds something and ``force`` is not set."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ConfigError(describe(f"{what}: model name", name, "1-64 letters, digits, '-', "
+                                   "'_' or '.', not starting with '.' (no '/')",
+                                   "pass a plain name such as -n my-model"))
+    folder = Path(out) if out else ROOT / "models" / name
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{what}: output {str(folder)!r} is a file, not a model folder; "
+                          "pick another name or -o folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise ConfigError(f"{what}: model folder {str(folder)!r} already exists; pass --force "
+                          "to replace it, or pick another name")
+    return folder
 
 
 def cmd_cut(a: argparse.Namespace) -> int:
     from instrument.model.cut import cut
 
-    name = a.name or Path(a.checkpoint).stem
-    out = cut(a.checkpoint, Path(a.out) if a.out else ROOT / "models" / name, name=name)
+    name = Path(a.checkpoint).stem if a.name is None else a.name
+    folder = model_out_folder(name, a.out, a.force)
+    if not Path(a.checkpoint).is_file():
+        raise ConfigError(f"cut: checkpoint {a.checkpoint!r}: file not found; train first "
+                          "('instrument train FOLDER -o CHECKPOINT')")
+    out = cut(a.checkpoint, folder, name=name)
     print(f"cut: {out} (decoder.safetensors + encoder.safetensors + model.json, self-checked)")
     return 0
 

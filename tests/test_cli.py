@@ -170,3 +170,53 @@ def test_an_unexpected_os_error_is_one_line_and_v_shows_the_traceback(tmp_path, 
     _one_line_error(err, "instrument encode: error:", "Error", "run with -v")
     with pytest.raises(OSError):
         main(["encode", str(wav), "-o", out, "-v"])
+
+
+# --------------------------------------------------------------- cut / train
+@pytest.mark.parametrize("name", ["../../etc/x", ".hidden", "a/b", "", "x" * 65, "sp ace"])
+def test_cut_refuses_a_name_that_is_not_a_plain_folder_name(tmp_path, capsys, name):
+    assert main(["cut", str(tmp_path / "ck.pt"), "-n", name]) == 2
+    _one_line_error(capsys.readouterr().err, "model name", repr(name), "letters, digits")
+    assert not (ROOT / "etc").exists()
+
+
+def test_cut_refuses_to_overwrite_a_model_folder_without_force(tmp_path, capsys):
+    assert main(["cut", str(tmp_path / "ck.pt"), "-n", "default"]) == 2
+    _one_line_error(capsys.readouterr().err, "models/default", "already exists", "--force")
+    assert (ROOT / "models/default/model.json").is_file()
+    # with --force the next check runs: the missing checkpoint (nothing was touched)
+    assert main(["cut", str(tmp_path / "ck.pt"), "-n", "x", "-o", str(ROOT / "models/default"),
+                 "--force"]) == 2
+    _one_line_error(capsys.readouterr().err, "ck.pt", "not found")
+
+
+def test_train_refuses_resume_without_a_checkpoint_and_a_bad_cut_name(tmp_path, capsys):
+    data = str(ROOT / "tests/data")
+    assert main(["train", data, "-o", str(tmp_path / "nope.pt"), "--resume"]) == 2
+    _one_line_error(capsys.readouterr().err, "no checkpoint at", "nope.pt", "--resume")
+    assert main(["train", data, "-o", str(tmp_path / "ck.pt"), "--cut", "../x"]) == 2
+    _one_line_error(capsys.readouterr().err, "--cut", "'../x'")
+    assert not (tmp_path / "ck.pt").exists()  # refused before training
+
+
+@pytest.mark.slow
+def test_train_prints_its_device_and_resume_seconds_is_this_runs_budget(tmp_path, capsys):
+    """A checkpoint that already trained for hours still gets this run's --seconds."""
+    import torch
+
+    data, ck = str(ROOT / "tests/data"), tmp_path / "ck.pt"
+    assert main(["train", data, "-o", str(ck), "--steps", "20", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("train: device cpu"), err[:200]
+    state = torch.load(ck, weights_only=True)
+    assert state["step"] == 20
+    state["elapsed_s"] = 10_000.0  # as if the first run had trained for ~3 hours
+    torch.save(state, ck)
+    assert main(["train", data, "-o", str(ck), "--resume", "--steps", "30",
+                 "--seconds", "120"]) == 0
+    assert "resuming" in capsys.readouterr().err
+    state = torch.load(ck, weights_only=True)
+    assert state["step"] == 30 and state["elapsed_s"] > 10_000.0
+    # already at --steps: refused (not a silent 0-step run)
+    assert main(["train", data, "-o", str(ck), "--resume", "--steps", "30"]) == 2
+    assert "> 30" in capsys.readouterr().err

@@ -2,9 +2,12 @@
 
 ``train(folder, checkpoint_path, config)`` reads and analyses a sound folder;
 ``train_arrays(data, checkpoint_path, config)`` trains on a prepared :class:`TrainingSet`.
-Ctrl-C saves a resumable checkpoint; ``resume=True`` continues its step count. The checkpoint
-holds only tensors and plain Python types (``torch.load(path, weights_only=True)`` reads it)
-and is enough to rebuild the model (:func:`model_from_checkpoint`).
+Ctrl-C saves a resumable checkpoint; ``resume=True`` continues its step count (the
+checkpoint must exist, and ``steps`` must go past its step). ``max_seconds`` is this run's
+time budget: a resumed run gets the whole budget again, whatever the checkpoint trained.
+The checkpoint holds only tensors and plain Python types (``torch.load(path,
+weights_only=True)`` reads it) and is enough to rebuild the model
+(:func:`model_from_checkpoint`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ CHECKPOINT_FORMAT = "instrument-checkpoint/1"
 class TrainConfig:
     mode: str | None = None            # "pitched" | "unpitched" | None (chosen from the sounds)
     steps: int = 3000                  # total optimiser steps (a resume continues the count)
-    max_seconds: float | None = None   # stop earlier when this much training time has passed
+    max_seconds: float | None = None   # this run's time budget (a resume starts it afresh)
     batch: int = 256
     lr: float = 3e-3                   # peak; cosine decay to lr * lr_final_fraction at `steps`
     lr_final_fraction: float = 0.05
@@ -133,6 +136,20 @@ def _config_from(ck: dict, override: TrainConfig) -> TrainConfig:
     return TrainConfig(**c)
 
 
+def _resume_checkpoint(path: str | Path, config: TrainConfig) -> dict:
+    """The checkpoint to resume, refused if missing or already at ``config.steps``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"train --resume: no checkpoint at {str(path)!r}; pass -o with an "
+                          "existing checkpoint, or leave out --resume to start fresh")
+    ck = load_checkpoint(path)
+    if int(ck["step"]) >= config.steps:
+        raise ConfigError(describe(f"train --steps (resuming {path}, already at step "
+                                   f"{ck['step']})", config.steps, f"> {ck['step']}",
+                                   "pass a larger --steps: it is the total count"))
+    return ck
+
+
 def _lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -188,9 +205,17 @@ def train(folder: str | Path, checkpoint_path: str | Path, config: TrainConfig |
     config = config or TrainConfig()
     config.validate()
     ck = None
-    if resume and Path(checkpoint_path).is_file():
-        ck = load_checkpoint(checkpoint_path)
+    if resume:
+        ck = _resume_checkpoint(checkpoint_path, config)
         config = _config_from(ck, config)
+    device = _device(config.device)
+    if config.progress:
+        sys.stderr.write(f"train: device {device.type}"
+                         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+                            else f" ({torch.get_num_threads()} threads)")
+                         + (f", resuming {checkpoint_path} at step {ck['step']}" if ck else "")
+                         + "\n")
+        sys.stderr.flush()
     data = load_folder(folder, config.sample_rate, config.mode, config.gate_db, config.licence)
     return train_arrays(data, checkpoint_path, config, resume=resume, _checkpoint=ck)
 
@@ -202,8 +227,8 @@ def train_arrays(data: TrainingSet, checkpoint_path: str | Path,
     config = config or TrainConfig()
     checkpoint_path = Path(checkpoint_path)
     ck = _checkpoint
-    if ck is None and resume and checkpoint_path.is_file():
-        ck = load_checkpoint(checkpoint_path)
+    if ck is None and resume:
+        ck = _resume_checkpoint(checkpoint_path, config)
         config = _config_from(ck, config)
     config.validate()
     if config.mode is not None and config.mode != data.mode:
@@ -259,7 +284,7 @@ def train_arrays(data: TrainingSet, checkpoint_path: str | Path,
     try:
         while step < config.steps:
             if config.max_seconds is not None and \
-                    elapsed_s + time.perf_counter() - t0 >= config.max_seconds:
+                    time.perf_counter() - t0 >= config.max_seconds:  # this run's budget
                 break
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, config)
@@ -284,7 +309,7 @@ def train_arrays(data: TrainingSet, checkpoint_path: str | Path,
                 run_s = time.perf_counter() - t0
                 eta = run_s / (step - start_step) * (config.steps - step)
                 if config.max_seconds is not None:
-                    eta = min(eta, config.max_seconds - elapsed_s - run_s)
+                    eta = min(eta, config.max_seconds - run_s)
                 sys.stderr.write(f"\rstep {step}/{config.steps}  loss {loss_ema:.4f}  "
                                  f"held-out {ho:.4f}  ETA {_fmt_s(eta)}   ")
                 sys.stderr.flush()
