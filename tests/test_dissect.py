@@ -216,3 +216,73 @@ def test_render_loops_a_short_source_up_to_seconds(tmp_path: Path, capsys):
     assert "0.60 s long: looped (5 passes)" in text, text
     m = re.search(r"rendered (\d+\.\d+) s", text)
     assert m and float(m.group(1)) == pytest.approx(3.0, abs=0.02), text
+
+
+def test_printed_lsd_is_the_sheets_and_falls_while_learning(tmp_path: Path, capsys):
+    from instrument.dissect.render import lsd_first_last_s, lsd_over
+
+    text, _ = _render_cli(tmp_path, capsys)
+    m = re.search(r"first second (\d+\.\d+) dB, last second (\d+\.\d+) dB", text)
+    assert m, text
+    first_db, last_db = float(m.group(1)), float(m.group(2))
+    assert last_db < 0.5 * first_db, text  # the net learned: the last second is far closer
+    # the same figures from the history the sheet draws its LSD curve from (lsd_over)
+    src = FileSource(DATA / "flute_62.wav", SR, loop=True, seconds=3.0)
+    report, hist = render_learning(src, None, mode="pitched", return_history=True)
+    assert (round(report["lsd_first_s_db"], 2), round(report["lsd_last_s_db"], 2)) == \
+        (first_db, last_db)
+    assert lsd_first_last_s(hist) == (report["lsd_first_s_db"], report["lsd_last_s_db"])
+    assert lsd_over(hist, 0.0, 1.0) == report["lsd_first_s_db"]
+    # the sheet's squares end at the final state
+    assert hist.code_moments[0][0] == 0 and hist.code_moments[-1][0] == report["steps"]
+    assert hist.progress[-1].step == report["steps"]
+
+
+def test_stream_lsd_matches_metrics_definition():
+    from instrument.dissect.session import stream_lsd_db
+    from instrument.dissect.trainer import floor_log, valid_mask
+    from instrument.model.metrics import lsd_db
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-9.0, 0.0, (5, 96)).astype(np.float32)
+    rec = x + rng.normal(0, 0.5, x.shape).astype(np.float32)
+    f0 = np.array([200.0, 440.0, 1000.0, 3000.0, 300.0], np.float32)
+    ok = np.array([True, True, True, True, False])
+    d = stream_lsd_db(rec, x, f0, ok, "pitched", SR, floor_log())
+    valid = valid_mask("pitched", f0, 96, SR)
+    for i in range(4):
+        assert d[i] == pytest.approx(lsd_db(rec[i:i + 1], x[i:i + 1], valid[i:i + 1],
+                                            floor_log()), rel=1e-9)
+    assert np.isnan(d[4])  # an unvoiced frame has no LSD
+
+
+def test_frame_history_stays_bounded_and_keeps_lsd_sums():
+    from instrument.dissect.session import FrameHistory
+
+    fh = FrameHistory(96, max_rows=64)
+    x = np.zeros((7, 96), np.float32)
+    total_sq, total_n = 0.0, 0
+    for k in range(300):  # 2100 frames: many halvings
+        d = np.full(7, float(k % 5))
+        d[0] = np.nan
+        fh.add(x, x, d, step=k)
+        total_sq += float(np.nansum(d ** 2))
+        total_n += 6
+    assert len(fh) <= 64 and fh.stride >= 32 and fh.frames == 2100
+    assert len(fh.in_frames) == len(fh.index) == len(fh.lsd_sq)
+    assert sum(fh.lsd_n) == total_n and sum(fh.lsd_sq) == pytest.approx(total_sq)
+    assert fh.index[0] == 0 and all(np.diff(fh.index) == fh.stride)
+
+
+def test_trainer_progress_history_is_bounded():
+    trainer = OnlineTrainer("pitched", SR, config=SMALL, snapshot_every=1)
+    trainer.max_history = 32
+    src = FileSource(DATA / "flute_62.wav", SR)
+    sess = Dissection(trainer)
+    for hop in src.hops():
+        sess.process_hop(hop)
+    for _ in range(200):
+        trainer.step()
+    assert trainer.step_count == 200 and len(trainer.history) < 32
+    trainer.finish()
+    assert trainer.history[-1].step == 200 and trainer.code_moments[-1][0] == 200

@@ -41,9 +41,13 @@ def dissect_main(source: str | None, device: str | None = None, render: str | No
         if report["passes"] > 1:
             print(f"source {source} is {report['source_seconds']:.2f} s long: looped ("
                   f"{report['passes']} passes) to fill --seconds {seconds:g}")
+        lsd = f"first second {report['lsd_first_s_db']:.2f} dB, last second " \
+            f"{report['lsd_last_s_db']:.2f} dB"
+        if report["seconds"] <= 1.0:
+            lsd = f"the whole {report['seconds']:.2f} s {report['lsd_first_s_db']:.2f} dB " \
+                "(give --seconds 2 or more to see first and last second apart)"
         print(f"rendered {report['seconds']:.2f} s ({report['mode']}, {report['steps']} steps) "
-              f"-> {render}; LSD first second {report['lsd_first_s_db']:.2f} dB, last second "
-              f"{report['lsd_last_s_db']:.2f} dB")
+              f"-> {render}; stream LSD (as played) {lsd}")
         if plot:
             from instrument.dissect.sheet import plot_sheet
 
@@ -78,7 +82,7 @@ def _live(source, device, plot, listen, mode, seconds, seed, osc_port, sample_ra
         hops = src.hops()
     trainer = OnlineTrainer(mode, rate, seed=seed)
     session = Dissection(trainer, listen=listen, seed=seed)
-    session.keep_history = plot is not None  # per-frame history grows ~70 kB/s
+    session.keep_history = plot is not None  # bounded (FrameHistory), only for the sheet
     if dev_src is not None:
         dev_src.start()
         hops = dev_src.hops()

@@ -120,6 +120,85 @@ class ReconSynth:
         return np.nan_to_num(out.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def stream_lsd_db(rec: np.ndarray, x: np.ndarray, f0_hz: np.ndarray, ok: np.ndarray,
+                  mode: str, sample_rate: int, floor: float) -> np.ndarray:
+    """Per-frame LSD (dB) of the played reconstructions ``rec`` against the stream frames
+    ``x``, as :func:`instrument.model.metrics.lsd_db` defines it for one frame (RMS over the
+    audible bins below Nyquist); NaN where ``ok`` is False (silent or unvoiced) or no bin is
+    audible. The RMS of these over an interval is ``lsd_db`` over those frames."""
+    from instrument.dissect.trainer import valid_mask
+    from instrument.model.metrics import LOG_TO_DB
+
+    t = np.maximum(np.asarray(x, np.float64), floor)
+    r = np.maximum(np.asarray(rec, np.float64), floor)
+    aud = valid_mask(mode, f0_hz, t.shape[1], sample_rate) & ((t - floor) * LOG_TO_DB >= 20.0)
+    n = aud.sum(axis=1)
+    d2 = (((r - t) * LOG_TO_DB) ** 2 * aud).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.sqrt(d2 / n)
+    return np.where(np.asarray(ok, bool) & (n > 0), d, np.nan)
+
+
+class FrameHistory:
+    """Bounded per-frame history: at most ``max_rows`` rows, whatever the stream's length.
+
+    Each row stands for ``stride`` consecutive stream frames: it keeps the first frame's input
+    and reconstruction (float16, for the spectrograms), its stream index and snapshot step,
+    and the sum of squared per-frame LSD and the count of frames with an LSD over all of the
+    row's frames (so an interval's RMS LSD is exact up to row boundaries). When the rows are
+    full, pairs merge and ``stride`` doubles: a long performance keeps its whole length at a
+    coarser time resolution, and memory stays bounded (``max_rows`` x F x 4 bytes + a little).
+    """
+
+    def __init__(self, n_feat: int, max_rows: int | None = None,
+                 budget_bytes: int = 8 << 20):
+        if max_rows is None:  # two float16 rows of n_feat per frame
+            max_rows = budget_bytes // (4 * int(n_feat))
+        self.max_rows = max(64, int(max_rows) // 2 * 2)
+        self.n_feat = int(n_feat)
+        self.stride = 1
+        self.frames = 0  # stream frames added so far
+        self._fill = 0   # frames in the newest row
+        self.in_frames: list[np.ndarray] = []
+        self.out_frames: list[np.ndarray] = []
+        self.index: list[int] = []
+        self.step: list[int] = []
+        self.lsd_sq: list[float] = []
+        self.lsd_n: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, x: np.ndarray, rec: np.ndarray, lsd: np.ndarray, step: int) -> None:
+        """Frames ``x`` (N, F), their reconstructions and per-frame LSD (N,), NaN-tolerant."""
+        for i in range(len(x)):
+            if self._fill == 0:
+                self.in_frames.append(np.asarray(x[i], np.float16))
+                self.out_frames.append(np.asarray(rec[i], np.float16))
+                self.index.append(self.frames)
+                self.step.append(int(step))
+                self.lsd_sq.append(0.0)
+                self.lsd_n.append(0)
+            d = float(lsd[i])
+            if math.isfinite(d):
+                self.lsd_sq[-1] += d * d
+                self.lsd_n[-1] += 1
+            self.frames += 1
+            self._fill += 1
+            if self._fill == self.stride:
+                self._fill = 0
+                if len(self.index) >= self.max_rows:
+                    self._halve()
+
+    def _halve(self) -> None:
+        for name in ("in_frames", "out_frames", "index", "step"):
+            setattr(self, name, getattr(self, name)[::2])
+        sq, n = self.lsd_sq, self.lsd_n
+        self.lsd_sq = [sq[i] + sq[i + 1] for i in range(0, len(sq), 2)]
+        self.lsd_n = [n[i] + n[i + 1] for i in range(0, len(n), 2)]
+        self.stride *= 2
+
+
 class Dissection:
     """The per-hop pipeline: analysis -> trainer inbox, snapshot -> output hop."""
 
@@ -143,12 +222,12 @@ class Dissection:
         self.engine = None
         self.swaps = 0
         self.hops_done = 0
-        # per-frame history for the picture sheet and the figures
-        self.in_frames: list[np.ndarray] = []
-        self.out_frames: list[np.ndarray] = []
-        self.frame_lsd_db: list[float] = []
-        self.frame_step: list[int] = []
+        # bounded per-frame history for the picture sheet and the figures
+        self.history = FrameHistory(trainer.n_feat)
         self.keep_history = True
+        # the stream LSD of about the last second (for the live status line)
+        self._recent_sq = np.full(max(1, round(self.sample_rate / self.hop)), np.nan)
+        self._recent_pos = 0
 
     # ----------------------------------------------------------------- listen: knobs
     def knobs_engine(self):
@@ -221,25 +300,21 @@ class Dissection:
         xs = np.stack([t[0] for t in take])
         f0 = np.array([t[1] for t in take], np.float32)
         rec = self.snap.reconstruct(xs, f0)
+        ok = np.array([(voiced or self.mode != "pitched") and loud >= self.trainer.gate_db
+                       for _, _, voiced, loud in take])
+        d = stream_lsd_db(rec, xs, f0, ok, self.mode, self.sample_rate, self.synth.floor)
+        for v in d:  # a fixed ring: no growth
+            self._recent_sq[self._recent_pos] = v * v
+            self._recent_pos = (self._recent_pos + 1) % len(self._recent_sq)
         if self.keep_history:
-            from instrument.dissect.trainer import valid_mask
-            from instrument.model.metrics import LOG_TO_DB
-
-            v = valid_mask(self.mode, f0, xs.shape[1], self.sample_rate)
-            lo = self.synth.floor
-            for i, (x, _f0, voiced, loud) in enumerate(take):
-                ok = (voiced or self.mode != "pitched") and loud >= self.trainer.gate_db
-                d = float("nan")
-                if ok:
-                    aud = v[i] & (x >= lo + 20.0 / LOG_TO_DB)  # audible: 20 dB above the floor
-                    if aud.any():
-                        r = np.maximum(rec[i][aud], lo) - np.maximum(x[aud], lo)
-                        d = float(np.sqrt(np.mean((r * LOG_TO_DB) ** 2)))
-                self.in_frames.append(x.astype(np.float16))
-                self.out_frames.append(rec[i].astype(np.float16))
-                self.frame_lsd_db.append(d)
-                self.frame_step.append(self.snap.step)
+            self.history.add(xs, rec, d, self.snap.step)
         return rec
+
+    @property
+    def recent_lsd_db(self) -> float:
+        """The stream LSD (RMS of the per-frame LSD, dB) over about the last second."""
+        v = self._recent_sq[np.isfinite(self._recent_sq)]
+        return float(np.sqrt(v.mean())) if len(v) else float("nan")
 
 
 def cut_now(trainer: OnlineTrainer, name: str, out_folder: str | Path | None = None) -> Path:

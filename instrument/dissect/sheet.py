@@ -8,47 +8,71 @@ import numpy as np
 
 
 def plot_sheet(history, out_png: str | Path, n_moments: int = 4) -> Path:
-    """Input spectrogram above the reconstruction's, the loss and LSD curves, and the
-    corpus's positions in the 2-D knob square at up to ``n_moments`` moments of learning."""
+    """Input spectrogram above the reconstruction's, the loss curve (by step), the stream
+    LSD curve (by stream time, :func:`~instrument.dissect.render.lsd_over`, with the printed
+    first/last-second figures marked) and the memory's positions in the 2-D knob square at up
+    to ``n_moments`` moments of learning, the last of them the final state."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from instrument.dissect.render import lsd_first_last_s, lsd_over
+
     h = history
-    hop_s = h.hop_samples / h.sample_rate
     moments = list(h.code_moments)
-    if len(moments) > n_moments:
+    if len(moments) > n_moments:  # spread over the learning; the first and the final state
         pick = np.unique(np.round(np.linspace(0, len(moments) - 1, n_moments)).astype(int))
         moments = [moments[i] for i in pick]
     n_m = max(1, len(moments))
+    n_cols = max(n_m, 2)
     fig = plt.figure(figsize=(3.2 * max(n_m, 3), 10), constrained_layout=True)
-    gs = fig.add_gridspec(4, n_m, height_ratios=[1, 1, 0.8, 1])
-    t_end = max(len(h.in_frames), 1) * hop_s
+    gs = fig.add_gridspec(4, n_cols, height_ratios=[1, 1, 0.8, 1])
+    t_end = max(h.seconds, h.hop_s)
     lo, hi = float(np.log(1e-4)), 0.0
     for row, (frames, title) in enumerate(((h.in_frames, "input (log features)"),
                                            (h.out_frames, "reconstruction through the net"))):
         ax = fig.add_subplot(gs[row, :])
         if len(frames):
             ax.imshow(np.asarray(frames, np.float32).T, aspect="auto", origin="lower",
-                      extent=[0, t_end, 0, frames.shape[1]], vmin=lo, vmax=hi, cmap="magma")
+                      extent=[0, t_end, 0, frames.shape[1]], vmin=lo, vmax=hi, cmap="magma",
+                      interpolation="nearest")
         ax.set_title(title)
         ax.set_ylabel("harmonic / noise band" if h.mode == "pitched" else "bin")
         ax.set_xlabel("stream time (s)")
-    ax = fig.add_subplot(gs[2, :])
+    half = n_cols // 2
+    ax = fig.add_subplot(gs[2, :half])
     steps = [p.step for p in h.progress if np.isfinite(p.loss)]
     loss = [p.loss for p in h.progress if np.isfinite(p.loss)]
     if steps:
-        ax.plot(steps, loss, label="training loss", color="C0")
+        ax.plot(steps, loss, color="C0")
         ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax2 = ax.twinx()
-    pl = [(p.step, p.lsd_db) for p in h.progress if np.isfinite(p.lsd_db)]
-    if pl:
-        ax2.plot(*zip(*pl, strict=True), color="C1", label="LSD on latest frames")
-    ax2.set_ylabel("LSD (dB)", color="C1")
-    ax.set_title("learning")
+    ax.set_ylabel("training loss")
+    ax.set_title("loss")
+    # the stream LSD: the same definition (lsd_over) as the printed first/last-second figures
+    ax = fig.add_subplot(gs[2, half:])
+    win_s = max(0.25, t_end / 100, h.stride * h.hop_s)
+    edges = np.arange(0.0, t_end + win_s, win_s)
+    curve = [(a + win_s / 2, lsd_over(h, a, a + win_s)) for a in edges[:-1]]
+    curve = [c for c in curve if np.isfinite(c[1])]
+    if curve:
+        ax.plot(*zip(*curve, strict=True), color="C1", marker=".", ms=3)
+    first_db, last_db = lsd_first_last_s(h)
+    marks = [((0.0, min(1.0, t_end)), first_db, "first"),
+             ((max(0.0, t_end - 1.0), t_end), last_db, "last")]
+    if t_end <= 1.0:  # one second or less: the first and the last second are the same frames
+        marks = [((0.0, t_end), first_db, "whole stream")]
+    for (a, b), v, name in marks:
+        if np.isfinite(v):
+            ax.hlines(v, a, b, color="k", lw=2)
+            label = name if name == "whole stream" else f"{name} second"
+            ax.annotate(f"{label} {v:.2f} dB", (a if name == "last" else b, v), fontsize=7,
+                        ha="right", va="bottom")
+    ax.set_xlim(0, t_end)
+    ax.set_xlabel("stream time (s)")
+    ax.set_ylabel("LSD (dB)")
+    ax.set_title(f"stream LSD per {win_s:.2g} s (as played)")
     for i, (step, knob, labels) in enumerate(moments):
         ax = fig.add_subplot(gs[3, i])
         names = sorted(set(labels))
@@ -58,7 +82,8 @@ def plot_sheet(history, out_png: str | Path, n_moments: int = 4) -> Path:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
-        ax.set_title(f"square at step {step}")
+        final = i == len(moments) - 1 and len(moments) > 1
+        ax.set_title(f"square at step {step}" + (" (final)" if final else ""))
         if i == 0 and len(names) <= 12:
             ax.legend(fontsize=6, markerscale=2)
     out = Path(out_png)

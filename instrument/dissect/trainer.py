@@ -269,7 +269,10 @@ class OnlineTrainer:
         self.generation = 0
         self.step_count = 0
         self.loss = float("nan")
-        self.history: list[Progress] = []
+        self.history: list[Progress] = []  # bounded: see _record_progress
+        self.max_history = 2048
+        self._history_stride = 1
+        self._snapshots = 0
         self.code_moments: list[tuple[int, np.ndarray, list[str]]] = []
         self._moment_steps: set[int] = set()
         self._t0 = time.perf_counter()
@@ -427,7 +430,7 @@ class OnlineTrainer:
         if not record:
             return snap
         p = Progress(self.step_count, self.loss, lsd, self._n, time.perf_counter() - self._t0)
-        self.history.append(p)
+        self._record_progress(p)
         self._maybe_record_codes(snap)
         for fn in list(self.listeners):
             try:
@@ -436,11 +439,37 @@ class OnlineTrainer:
                 pass
         return snap
 
-    def _maybe_record_codes(self, snap: Snapshot) -> None:
-        """Keep the memory's codes at steps 0, 1x, 4x, 16x, ... snapshot_every (for the sheet)."""
+    def _record_progress(self, p: Progress) -> None:
+        """Keep every ``_history_stride``-th snapshot's figures; at ``max_history`` entries
+        drop every other one and double the stride, so a long session stays bounded."""
+        self._snapshots += 1
+        if (self._snapshots - 1) % self._history_stride:
+            return
+        self.history.append(p)
+        if len(self.history) >= self.max_history:
+            self.history = self.history[::2]
+            self._history_stride *= 2
+
+    def finish(self) -> Snapshot:
+        """The final state (call when the stream ends, with the trainer thread stopped): a
+        snapshot of the current weights in the history, and its codes in ``code_moments``,
+        so the sheet always shows where the learning got to."""
+        with self._lock:
+            if self.snapshot.step != self.step_count or not self.history \
+                    or self.history[-1].step != self.step_count:
+                self._snapshots = 0  # this one is kept whatever the stride
+                self.snapshot = self._make_snapshot()
+            self._maybe_record_codes(self.snapshot, force=True)
+        return self.snapshot
+
+    def _maybe_record_codes(self, snap: Snapshot, force: bool = False) -> None:
+        """Keep the memory's codes at steps 0, 1x, 4x, 16x, ... snapshot_every (for the
+        sheet); ``force``: at this snapshot whatever its step (the final state)."""
         s = snap.step // self.snapshot_every
-        if s in self._moment_steps or (s & (s - 1)) or not self._mem.n_recent \
-                or (s and math.log2(s) % 2):
+        if not self._mem.n_recent or any(m[0] == snap.step for m in self.code_moments):
+            return
+        if not force and (s in self._moment_steps or (s & (s - 1))
+                          or (s and math.log2(s) % 2)):
             return
         self._moment_steps.add(s)
         xa, fa, la = self._mem.all()
