@@ -165,13 +165,23 @@ class Session:
         self._banner()
         return self
 
+    def _latency_parts(self) -> str:
+        """The printed latency's parts in ms: what it adds up, so the figure is honest."""
+        rate = self.player.sample_rate
+        hop, ring = self.engine.latency_samples, self.player.ahead_frames
+        dev = self.player.latency_samples - hop - ring
+        return (f"engine hop {1000 * hop / rate:.1f} + ring {1000 * ring / rate:.1f} + "
+                f"device-reported {1000 * dev / rate:.1f} ms (the measured OSC->sound median "
+                "is lower: bench/RESULTS.md)")
+
     def _banner(self) -> None:
         s = self.status()
         lines = [
             f"play: model {self.decoder.name} ({self.decoder.mode}, {self.decoder.sample_rate} Hz)"
             f", patch {s['patch']}",
             f"audio: {s['device']} at {s['sample_rate']} Hz, block {s['block']}, latency "
-            f"{s['latency_samples']} samples ({s['latency_ms']:.1f} ms)",
+            f"{s['latency_samples']} samples ({s['latency_ms']:.1f} ms) worst case = "
+            + self._latency_parts(),
             f"OSC: listening on {self.osc.host}:{self.osc.port} (send /inst/status for a reply)",
             f"MIDI: {'in: ' + self.midi.opened_name if self.midi else 'off (see above)'}",
         ]
@@ -190,10 +200,29 @@ class Session:
                     log.warning("stopping %s: %s", type(part).__name__, e)
 
 
+def check_follow(a: argparse.Namespace) -> None:
+    """``play --follow``: refuse a missing file (a value that looks like a path) and
+    ``--follow-latent-only`` without ``--follow``, before any device opens."""
+    if getattr(a, "follow_latent_only", False) and not a.follow:
+        raise ConfigError("play --follow-latent-only: got no --follow INPUT; add --follow "
+                          "with an input device or a sound file, or leave the flag out")
+    if a.follow:
+        p = Path(a.follow)
+        # a file suffix like .wav (not the '.0' of a device named 'USB Audio 2.0') or a slash
+        looks_like_path = bool(re.fullmatch(r"\.[A-Za-z][A-Za-z0-9]{0,4}", p.suffix)) \
+            or "/" in a.follow or "\\" in a.follow
+        if looks_like_path and not p.is_file():
+            what = "is a folder" if p.is_dir() else "file not found"
+            raise ConfigError(f"play --follow {a.follow!r}: {what}; pass a sound file that "
+                              "exists, or an input device name or index ('instrument "
+                              "devices')")
+
+
 def cmd_play(a: argparse.Namespace) -> int:
     if a.seconds is not None and not (math.isfinite(a.seconds) and a.seconds > 0):
         raise ConfigError(describe("play --seconds", a.seconds, "> 0", "omit it to run until "
                                    "Ctrl-C"))
+    check_follow(a)
     s = Session(a).start()
     try:
         t_end = None if a.seconds is None else time.monotonic() + a.seconds
@@ -298,14 +327,15 @@ def cmd_listen(a: argparse.Namespace) -> int:
     return listen_main(a)
 
 
-def check_out_file(path: str | Path, what: str, suffixes: tuple[str, ...]) -> Path:
+def check_out_file(path: str | Path, what: str, suffixes: tuple[str, ...],
+                   folder_must_exist: bool = True) -> Path:
     """Refuse an output path up front: a suffix not in ``suffixes``, a missing folder, or a
     folder where a file should go (one line naming the option and the fix)."""
     p = Path(path)
     if p.suffix.lower() not in suffixes:
         raise ConfigError(describe(f"{what} {str(p)!r}: file type", p.suffix or "no suffix",
                                    ", ".join(suffixes), f"end the name in {suffixes[0]}"))
-    if not p.parent.is_dir():
+    if folder_must_exist and not p.parent.is_dir():
         raise ConfigError(f"{what} {str(p)!r}: folder {str(p.parent)!r} does not exist; create "
                           "it first or write somewhere else")
     if p.is_dir():
@@ -329,6 +359,11 @@ def cmd_encode(a: argparse.Namespace) -> int:
 def cmd_dissect(a: argparse.Namespace) -> int:
     from instrument.dissect.main import dissect_main
 
+    # refused now, not after the learning (dissect makes missing folders itself)
+    if a.render:
+        check_out_file(a.render, "dissect --render", (".wav", ".aiff", ".aif"), False)
+    if a.plot:
+        check_out_file(a.plot, "dissect --plot", (".png", ".svg", ".pdf"), False)
     return dissect_main(a.source, device=a.device, render=a.render, plot=a.plot,
                         listen=a.listen, mode=a.mode, seconds=a.seconds, seed=a.seed,
                         osc_port=a.osc_port)

@@ -220,3 +220,60 @@ def test_train_prints_its_device_and_resume_seconds_is_this_runs_budget(tmp_path
     # already at --steps: refused (not a silent 0-step run)
     assert main(["train", data, "-o", str(ck), "--resume", "--steps", "30"]) == 2
     assert "> 30" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- play: checks before devices open
+@pytest.mark.parametrize("args, needles", [
+    (["--follow", "nofile.wav"], ("--follow", "nofile.wav", "file not found")),
+    (["--follow", "some/dir/take"], ("--follow", "file not found")),
+    (["--follow-latent-only"], ("--follow-latent-only", "--follow")),
+])
+def test_play_refuses_bad_follow_options_before_opening_audio(capsys, args, needles):
+    assert main(["play", "--no-midi", "--seconds", "0.1", *args]) == 2
+    _one_line_error(capsys.readouterr().err, *needles)
+
+
+def test_play_without_any_audio_device_points_to_render(tmp_path):
+    """A real PortAudio with JACK pointed at a server that does not exist."""
+    import os
+
+    env = {**os.environ, "JACK_DEFAULT_SERVER": f"no-such-server-{os.getpid()}",
+           "JACK_NO_START_SERVER": "1"}
+    r = subprocess.run([sys.executable, "-m", "instrument.cli", "play", "--no-midi",
+                        "--osc-port", "0", "--seconds", "0.1"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode == 0:
+        pytest.skip("this machine has an audio output device besides JACK")
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("instrument play:")]
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert "no audio output device" in err[0] and "instrument render" in err[0]
+    assert "None" not in err[0] and "Traceback" not in r.stderr
+
+
+@pytest.mark.jack
+def test_play_prints_the_latency_it_adds_up(jack_server, capsys):
+    import re
+
+    assert main(["play", "--no-midi", "--osc-port", "0", "--seconds", "0.3"]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"\(([\d.]+) ms\) worst case = engine hop ([\d.]+) \+ ring ([\d.]+) \+ "
+                  r"device-reported ([\d.]+) ms", out)
+    assert m, out
+    total, *parts = map(float, m.groups())
+    assert abs(total - sum(parts)) < 0.2 and all(p >= 0 for p in parts)
+
+
+def test_help_texts_say_what_the_options_do(capsys):
+    for verb, needles, absent in [
+        ("encode", ("next to the input", "trajectory.csv"), ("patch",)),
+        ("listen", ("'default'",), ("patch",)),
+        ("play", ("7.6 ms", "worst case", "1..16", "0..65535"), ("~8 ms",)),
+        ("train", ("this run's time budget",), ()),
+    ]:
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for n in needles:
+            assert n in text, (verb, n)
+        for n in absent:
+            assert n not in text, (verb, n)

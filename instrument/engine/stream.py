@@ -55,7 +55,8 @@ def output_device_info(device: int | str | None) -> dict:
     except (ValueError, sd.PortAudioError) as e:
         names = [d["name"] for d in list_devices() if d["max_output_channels"] > 0]
         if not names:
-            raise DeviceError(f"audio output {device!r}: {e}; {NO_DEVICE_FIX}") from None
+            asked = "" if device is None else f" (asked for --device {device!r})"
+            raise DeviceError(f"{NO_DEVICE_FIX}{asked}; PortAudio says: {e}") from None
         raise DeviceError(describe("audio output device", device, ", ".join(names),
                                    "pass --device with one of these names or indexes")) from None
     return dict(info)
