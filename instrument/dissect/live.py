@@ -94,6 +94,58 @@ class LiveDissection:
         return self.session.knobs_engine().send(cmd)
 
 
+class LiveControl:
+    """The instrument's own controls driving a live dissection's knobs engine.
+
+    The normal OSC server (:class:`instrument.control.osc.OscServer`, ``/inst/latent``,
+    ``/inst/note`` …, 127.0.0.1:57130 by default) and a MIDI input (the default patch's
+    ``[[midi]]`` map; none, after one log line, when no MIDI backend works) send their commands
+    to ``live.send``, i.e. the knobs engine. The engine is created at :meth:`start` and keeps
+    running in every listen mode (its output is heard in "knobs"), so what was played while
+    listening to "recon" is in place when switching. The dissect controls stay on their own
+    port (:class:`DissectOsc`).
+    """
+
+    def __init__(self, live: LiveDissection, status=None, host: str = "127.0.0.1",
+                 port: int = 57130, midi: bool = True, midi_port: str | None = None):
+        self.live = live
+        self.host, self.port = host, int(port)
+        self.status = status or live.status
+        self.use_midi = midi
+        self.midi_port = midi_port
+        self.osc = None
+        self.midi = None
+
+    def start(self) -> LiveControl:
+        from instrument.control.midi import MidiInput, MidiMapper
+        from instrument.control.osc import OscServer
+        from instrument.control.patches import Patch
+
+        self.live.session.knobs_engine()  # exists from now on: commands have a home
+        self.osc = OscServer(self.live.send, status=self.status, host=self.host,
+                             port=self.port).start()
+        self.port = self.osc.port
+        if self.use_midi:
+            self.midi = MidiInput.try_open(self.live.send, port_name=self.midi_port,
+                                           mapper=MidiMapper(Patch.default().midi))
+        return self
+
+    @property
+    def midi_text(self) -> str:
+        if self.midi is not None:
+            return f"in: {self.midi.opened_name}"
+        return "off (see the line above)" if self.use_midi else "off"
+
+    def stop(self) -> None:
+        for part in (self.midi, self.osc):
+            if part is None:
+                continue
+            try:
+                part.stop() if hasattr(part, "stop") else part.close()
+            except Exception as e:  # keep closing the rest
+                log.warning("stopping %s: %s", type(part).__name__, e)
+
+
 class DissectOsc:
     """A small OSC server for the dissect controls, in the style of ``control.osc``."""
 
@@ -234,12 +286,11 @@ class DissectOsc:
 
 def status_line(live: LiveDissection, player=None) -> str:
     t = live.session.trainer
-    snap = t.snapshot
     state = "frozen" if t.frozen else "paused" if t.paused else "learning"
     xr = player.xruns if player is not None else 0
     return (f"\r[{live.session.listen:5s}] {state:8s} step {t.step_count:6d}  loss "
-            f"{t.loss:7.4f}  LSD {snap.lsd_db:6.2f} dB  frames {t.frames_seen:7d}  lr "
-            f"{t.lr:.2g}  xruns {xr}   ")
+            f"{t.loss:7.4f}  stream LSD {live.session.recent_lsd_db:6.2f} dB  frames "
+            f"{t.frames_seen:7d}  lr {t.lr:.2g}  xruns {xr}   ")
 
 
 def keyboard_loop(live: LiveDissection, osc: DissectOsc | None, stop: threading.Event,

@@ -275,7 +275,11 @@ class Dissection:
                 self._queue.append((fr.features[i], float(fr.f0_hz[i]), bool(fr.voiced[i]),
                                     float(fr.loudness_db[i])))
         self.hops_done += n_hops
-        if self.listen == "knobs":
+        if self.engine is not None and self.listen != "knobs":
+            self.engine.process(len(x))  # keeps up with OSC/MIDI; heard in "knobs" mode
+        if self.listen == "knobs":  # the frames still go through the net: LSD, history
+            if self._queue:
+                self._reconstruct(self._queue[:n_hops])
             self._queue.clear()
             self._dry[:] = 0.0
             return np.clip(self.knobs_engine().process(len(x)), -1.0, 1.0).astype(np.float32)
