@@ -366,4 +366,5 @@ def cmd_dissect(a: argparse.Namespace) -> int:
         check_out_file(a.plot, "dissect --plot", (".png", ".svg", ".pdf"), False)
     return dissect_main(a.source, device=a.device, render=a.render, plot=a.plot,
                         listen=a.listen, mode=a.mode, seconds=a.seconds, seed=a.seed,
-                        osc_port=a.osc_port)
+                        osc_port=a.osc_port, control_port=a.control_port,
+                        midi=not a.no_midi, midi_port=a.midi)

@@ -241,6 +241,11 @@ def _p_dissect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=_SECONDS, default=None, help="how long to learn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--osc-port", type=_PORT, default=57131, help="OSC UDP port, 0..65535")
+    p.add_argument("--control-port", type=_PORT, default=57130, help="live: the instrument's "
+                   "OSC port (/inst/latent, /inst/note ...) driving the knobs engine")
+    p.add_argument("--midi", default=None, help="live: MIDI input port name (substring); "
+                   "default: a virtual port named 'instrument'")
+    p.add_argument("--no-midi", action="store_true", help="live: do not open MIDI")
 
 
 @_verb("devices", "list audio devices and MIDI ports", "instrument.app:cmd_devices")
