@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -41,8 +42,8 @@ def test_pd_example_plays_a_note_and_moves_the_latent(tmp_path):
 
 
 def test_supercollider_example_sends_only_documented_addresses():
-    """sclang is not installed in CI (a large package), so the example is checked as text:
-    every address it sends is one the OSC reference documents."""
+    """Every address the example sends (in all its blocks, also those the sclang test below
+    does not run) is one the OSC reference documents; runs without sclang."""
     import re
 
     text = (HOSTS / "instrument.scd").read_text()
@@ -85,3 +86,59 @@ def test_pd_receives_the_listeners_coordinates(tmp_path):
     assert len(lines) > 50, out[-2000:]  # ~190 hops per second of input
     values = [float(v) for v in lines[len(lines) // 2].split()[2:4]]  # "listen: xy X Y ..."
     assert all(0.0 <= v <= 1.0 for v in values), lines[len(lines) // 2]
+
+
+def _scd_setup_block(text: str) -> str:
+    """The first ``( ... )`` block of an .scd file: the lines between a line ``(`` and ``)``."""
+    lines = text.splitlines()
+    start = lines.index("(")
+    end = lines.index(")", start)
+    return "\n".join(lines[start + 1:end])
+
+
+def _scd_line(text: str, prefix: str) -> str:
+    """The first line of an .scd file that starts with ``prefix``."""
+    return next(ln for ln in text.splitlines() if ln.startswith(prefix))
+
+
+def test_supercollider_example_plays_a_note_and_gets_the_status(tmp_path):
+    """Real sclang runs the example's setup block, note line and latent line against a real
+    OscServer on UDP; the example's own OSCdef prints the /inst/status/reply it gets back."""
+    sclang = shutil.which("sclang")
+    if sclang is None:
+        pytest.skip("SuperCollider's sclang is not installed (apt install supercollider-language)")
+    text = (HOSTS / "instrument.scd").read_text()
+    setup = _scd_setup_block(text)
+    assert "57130" in setup and '"/inst/status"' in setup
+    note = _scd_line(text, '~inst.sendMsg("/inst/note", ')
+    move = _scd_line(text, '~inst.sendMsg("/inst/latent", ')
+    got: list = []
+    with OscServer(got.append, status=lambda: {"engine": "sclang_test", "voices": 3},
+                   port=0) as server:
+        # One file, run as one chunk: the reply is handled after the chunk, so both lines
+        # are sent before the exit below; the fallback exit (1) ends sclang if no reply comes.
+        script = tmp_path / "instrument_test.scd"
+        script.write_text("\n".join([
+            "(", setup.replace("57130", str(server.port)), ");",
+            note, move,
+            "OSCdef(\\testDone, { AppClock.sched(0.2, { 0.exit }) }, '/inst/status/reply');",
+            "AppClock.sched(10, { \"no status reply\".postln; 1.exit });",
+        ]) + "\n")
+        home, runtime = tmp_path / "home", tmp_path / "xdg"
+        home.mkdir()
+        runtime.mkdir(mode=0o700)
+        env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime),
+               "QT_QPA_PLATFORM": "offscreen", "QTWEBENGINE_DISABLE_SANDBOX": "1"}
+        r = subprocess.run([sclang, str(script)], capture_output=True, text=True, env=env,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        counters = server.counters
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "instrument status (/inst/status/reply):" in out, out[-3000:]
+    assert "  engine: sclang_test" in out and "  voices: 3" in out, out[-3000:]
+    assert "instrument refused" not in out, out[-3000:]
+    assert counters["dropped"] == 0, counters
+    notes = [c for c in got if isinstance(c, NoteOn)]
+    moves = [c for c in got if isinstance(c, SetLatent)]
+    assert notes and notes[0].note == 60 and notes[0].velocity == pytest.approx(0.8, abs=1e-6)
+    assert moves and (moves[0].x, moves[0].y) == pytest.approx((0.25, 0.75))
