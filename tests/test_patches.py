@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
 
 from instrument.control.commands import SetLatent, SetParam
-from instrument.control.patches import Patch, load_patch, parse_patch
+from instrument.control.patches import MAX_PATCH_BYTES, Patch, load_patch, parse_patch
 from instrument.errors import PatchError
 from instrument.params import PARAMS
 
@@ -155,6 +156,42 @@ def test_unreadable_files(tmp_path):
     f.write_bytes(HEAD.encode() + b"model = \"caf\xe9\"\n")
     with pytest.raises(PatchError, match=r"latin1\.toml.*0xe9.*UTF-8"):
         load_patch(f)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this system")
+def test_device_refused_unread():
+    with pytest.raises(PatchError, match=r"/dev/zero.*character device.*regular file"):
+        load_patch("/dev/zero")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_fifo_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(PatchError, match=r"pipe\.toml.*FIFO.*regular file"):
+        load_patch(fifo)
+
+
+def test_folder_refused(tmp_path):
+    with pytest.raises(PatchError, match=r"folder.*regular file"):
+        load_patch(tmp_path)
+
+
+def test_file_over_the_size_limit_refused(tmp_path):
+    f = tmp_path / "huge.toml"
+    f.write_bytes(HEAD.encode() + b"#" * (2 * MAX_PATCH_BYTES))
+    with pytest.raises(PatchError) as info:
+        load_patch(f)
+    msg = str(info.value)
+    assert "huge.toml" in msg and str(f.stat().st_size) in msg and str(MAX_PATCH_BYTES) in msg
+
+
+def test_file_at_the_size_limit_loads(tmp_path):
+    f = tmp_path / "padded.toml"
+    body = HEAD.encode() + b"\n"
+    f.write_bytes(body + b"#" * (MAX_PATCH_BYTES - len(body)))
+    assert f.stat().st_size == MAX_PATCH_BYTES
+    assert load_patch(f).path == str(f)
 
 
 @pytest.mark.parametrize("name", ["default", "touchosc", "nanokontrol2"])
