@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
+import mido
 import pytest
 
-from instrument.control.commands import SetLatent, SetParam
+from instrument.control.commands import NoteOff, NoteOn, SetLatent, SetParam
+from instrument.control.midi import MidiMapper
 from instrument.control.patches import MAX_PATCH_BYTES, Patch, load_patch, parse_patch
 from instrument.errors import PatchError
 from instrument.params import PARAMS
@@ -203,3 +206,38 @@ def test_shipped_osc_aliases_are_accepted_by_the_osc_server(name):
         alias = server.add_alias(a.address, list(a.args), list(a.invert), a.swap)
         assert alias.targets == a.args
     assert set(server.aliases) == {a.address for a in load_patch(PATCHES / f"{name}.toml").osc}
+
+
+def test_patch_without_midi_key_keeps_the_default_map(tmp_path, caplog):
+    """A minimal patch (no [[midi]]) must not strip the keys and the sustain pedal."""
+    f = tmp_path / "minimal.toml"
+    f.write_text(HEAD + "[latent]\nx = 0.3\n")
+    caplog.set_level(logging.INFO, logger="instrument.patches")
+    p = load_patch(f)
+    assert p.midi == Patch.default().midi
+    lines = [r.getMessage() for r in caplog.records if r.name == "instrument.patches"]
+    assert lines == [f"patch {f} has no [[midi]]: using the default MIDI map"]
+    m = MidiMapper(p.midi)
+    m.map(mido.Message("control_change", control=64, value=127), now_s=0.0)
+    m.map(mido.Message("note_on", note=60, velocity=100), now_s=0.0)
+    assert m.map(mido.Message("note_off", note=60), now_s=0.0) == []  # the pedal holds it
+    assert m.map(mido.Message("control_change", control=64, value=0), now_s=0.0) == \
+        [NoteOff(60)]
+
+
+def test_explicit_empty_midi_means_unmapped(caplog):
+    caplog.set_level(logging.INFO, logger="instrument.patches")
+    p = parse_patch(HEAD + "midi = []\n", "bare.toml")
+    assert p.midi == ()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "instrument.patches"]
+    assert line.startswith("patch bare.toml has midi = []: MIDI input is unmapped")
+    m = MidiMapper(p.midi)
+    assert m.map(mido.Message("control_change", control=1, value=127), now_s=0.0) == []
+    assert m.map(mido.Message("control_change", control=64, value=127), now_s=0.0) == []
+    assert m.map(mido.Message("note_on", note=60, velocity=127), now_s=0.0) == [NoteOn(60, 1.0)]
+    assert m.map(mido.Message("note_off", note=60), now_s=0.0) == [NoteOff(60)]  # no pedal
+
+
+def test_midi_key_must_be_a_list():
+    with pytest.raises(PatchError, match=r"'midi'.*array of tables"):
+        parse_patch(HEAD + 'midi = "none"\n')

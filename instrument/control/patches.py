@@ -13,6 +13,7 @@ A patch file (format ``instrument-patch/1``)::
     [voices]                       # attack_ms decay_ms sustain release_ms voices bend_range_st
     release_ms = 400
     [[midi]]                       # one of cc / cc14 / nrpn / note per entry
+                                   # (no [[midi]] at all: the default map; midi = []: none)
     cc = 1
     target = "latent.x"            # latent.x latent.y param.<name> sustain gate freeze alloff
     channel = 1                    # 1..16, omit for any channel
@@ -32,6 +33,7 @@ fix. Unknown keys are errors (a typo must not be silently ignored).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -51,6 +53,8 @@ from instrument.control.commands import (
     SetParam,
 )
 from instrument.errors import PatchError, describe
+
+log = logging.getLogger("instrument.patches")
 
 FORMAT = "instrument-patch/1"
 VOICE_KEYS = ("attack_ms", "decay_ms", "sustain", "release_ms", "voices", "bend_range_st")
@@ -388,11 +392,19 @@ def parse_patch(text: str, path: str = "<string>") -> Patch:
     c.keys(vt, "voices", VOICE_KEYS)
     for name, v in vt.items():
         values[name] = c.param(name, v, f"voices.{name}")
-    midi_list = doc.get("midi", [])
-    if not isinstance(midi_list, list):
-        raise c.fail("midi", midi_list, "an array of tables", "write each entry as [[midi]]")
-    maps = [_midi_entry(c, e, i) for i, e in enumerate(midi_list)]
-    _check_cc_conflicts(c, maps)
+    if "midi" not in doc:
+        log.info("patch %s has no [[midi]]: using the default MIDI map", path)
+        maps = list(Patch.default().midi)
+    else:
+        midi_list = doc["midi"]
+        if not isinstance(midi_list, list):
+            raise c.fail("midi", midi_list, "an array of tables", "write each entry as [[midi]]")
+        if not midi_list:
+            log.info("patch %s has midi = []: MIDI input is unmapped (keys still play, pitch "
+                     "bend and all-notes-off work; no controller or sustain pedal does "
+                     "anything)", path)
+        maps = [_midi_entry(c, e, i) for i, e in enumerate(midi_list)]
+        _check_cc_conflicts(c, maps)
     osc_list = doc.get("osc", [])
     if not isinstance(osc_list, list):
         raise c.fail("osc", osc_list, "an array of tables", "write each entry as [[osc]]")
