@@ -300,3 +300,97 @@ def test_counters():
     m.map(mido.Message("aftertouch", value=5))
     assert m.status() == {"received": 4, "mapped": 1, "ignored": 2, "clock_filtered": 1,
                           "commands": 1}
+
+
+# -- mapper: two channels on one voice pool (reference counting) ------------------------
+def on(ch: int, note: int, vel: int = 100) -> bytes:
+    """Note-on bytes; ``ch`` is 1..16 as printed on controllers."""
+    return bytes([0x90 | (ch - 1), note, vel])
+
+
+def off(ch: int, note: int) -> bytes:
+    return bytes([0x80 | (ch - 1), note, 0])
+
+
+def pedal(ch: int, down: bool) -> bytes:
+    return bytes([0xB0 | (ch - 1), 64, 127 if down else 0])
+
+
+def test_note_off_on_one_channel_keeps_the_same_note_on_another():
+    m = MidiMapper()
+    assert m.feed_bytes(on(1, 62) + on(2, 62)) == [NoteOn(62, 100 / 127)] * 2
+    assert m.held_notes() == {62: (1, 2)}
+    assert m.feed_bytes(off(1, 62)) == []  # channel 2 still holds 62
+    assert m.held_notes() == {62: (2,)}
+    assert m.feed_bytes(off(2, 62)) == [NoteOff(62)]
+    assert m.held_notes() == {}
+
+
+def test_note_off_velocity_zero_and_running_status_count_per_channel():
+    m = MidiMapper()
+    # ch1 on, ch2 on (running status for the second on), then ch2 off as velocity 0.
+    assert m.feed_bytes(bytes([0x90, 60, 90, 0x91, 60, 90, 60, 0])) == \
+        [NoteOn(60, 90 / 127)] * 2
+    assert m.feed_bytes(off(1, 60)) == [NoteOff(60)]
+
+
+def test_stray_note_off_from_another_channel_does_not_stop_a_held_note():
+    m = MidiMapper()
+    m.feed_bytes(on(1, 64))
+    assert m.feed_bytes(off(3, 64)) == []
+    assert m.feed_bytes(pedal(3, True) + off(3, 64) + pedal(3, False)) == []
+    assert m.feed_bytes(off(1, 64)) == [NoteOff(64)]
+
+
+def test_note_off_for_a_note_nobody_holds_is_passed_on():
+    """A key pressed before this mapper existed (a patch was loaded meanwhile) must stop."""
+    assert MidiMapper().feed_bytes(off(5, 70)) == [NoteOff(70)]
+    m = MidiMapper()
+    assert m.feed_bytes(pedal(5, True) + off(5, 70)) == []  # the pedal holds it
+    assert m.feed_bytes(pedal(5, False)) == [NoteOff(70)]
+
+
+def test_sustain_pedal_on_one_channel_holds_only_that_channels_release():
+    m = MidiMapper()
+    m.feed_bytes(on(1, 60) + on(2, 60) + on(2, 67))
+    m.feed_bytes(pedal(1, True))
+    assert m.feed_bytes(off(1, 60)) == []  # ch1's pedal holds it
+    assert m.feed_bytes(off(2, 67)) == [NoteOff(67)]  # ch2 has no pedal down
+    assert m.feed_bytes(off(2, 60)) == []  # ch1's pedal still holds 60
+    assert m.held_notes() == {60: (1,)}
+    assert m.feed_bytes(pedal(1, False)) == [NoteOff(60)]
+    assert m.held_notes() == {}
+
+
+def test_pedal_release_waits_for_a_key_still_down_on_another_channel():
+    m = MidiMapper()
+    m.feed_bytes(on(1, 60) + pedal(1, True) + off(1, 60) + on(2, 60))
+    assert m.feed_bytes(pedal(1, False)) == []  # ch2's key is still down
+    assert m.feed_bytes(off(2, 60)) == [NoteOff(60)]
+
+
+def test_key_pressed_again_under_the_pedal_and_released_after_it():
+    m = MidiMapper()
+    m.feed_bytes(on(1, 60) + pedal(1, True) + off(1, 60) + on(1, 60))
+    assert m.feed_bytes(pedal(1, False)) == []  # the key is down again
+    assert m.feed_bytes(off(1, 60)) == [NoteOff(60)]
+
+
+def test_reset_controllers_releases_that_channels_pedal_only():
+    m = MidiMapper()
+    m.feed_bytes(on(1, 60) + pedal(1, True) + off(1, 60))
+    m.feed_bytes(on(2, 61) + pedal(2, True) + off(2, 61))
+    assert m.feed_bytes(bytes([0xB0, 121, 0])) == [NoteOff(60), PitchBend(0.0)]
+    assert m.held_notes() == {61: (2,)}
+
+
+def test_all_notes_off_is_global_across_channels():
+    m = MidiMapper()
+    m.feed_bytes(on(1, 60) + on(2, 60) + on(2, 62) + pedal(2, True) + off(2, 62))
+    assert m.feed_bytes(bytes([0xB0, 123, 0])) == [AllNotesOff()]  # sent on channel 1
+    assert m.held_notes() == {}
+    # Nothing is left to release later: ch2's pedal up sends nothing, and a new note on
+    # ch1 is not kept alive by ch2's earlier press.
+    assert m.feed_bytes(pedal(2, False)) == []
+    m.feed_bytes(on(1, 60))
+    assert m.feed_bytes(off(1, 60)) == [NoteOff(60)]

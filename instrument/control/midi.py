@@ -91,8 +91,8 @@ class _ChannelState:
     registered: bool = False  # RPN (101/100) selected rather than NRPN (99/98)
     data_pending: tuple[int, float] | None = None
     data_msb_last: int | None = None
-    sustain: bool = False
-    sustained: set[int] = field(default_factory=set)
+    sustain: bool = False  # this channel's pedal is down
+    sustained: set[int] = field(default_factory=set)  # keys released while it was down
 
 
 class MidiMapper:
@@ -101,6 +101,14 @@ class MidiMapper:
     ``channel`` (1..16, None = any) filters every message; each mapping may filter further.
     When the map has no ``note`` entry every key plays. Counters: ``received``, ``mapped``
     (produced at least one command), ``ignored``, ``clock_filtered`` (realtime messages).
+
+    Channels: the engine has one voice pool keyed by note number, so the mapper counts
+    who holds each note: a channel holds it while its key is down or while that channel's
+    sustain pedal keeps it. ``NoteOff(n)`` is sent only when the last holder lets go, so a
+    note-off (or a pedal release) on channel 1 does not stop the same note held on channel
+    2. A note-off for a note no channel holds (pressed before this mapper existed, or a
+    stray one) is passed on as ``NoteOff``. All-notes-off (CC 120, 123..127) is global: it
+    stops every note on every channel.
     """
 
     def __init__(self, patch_midi_map: Sequence[MidiMap] | None = None,
@@ -119,6 +127,7 @@ class MidiMapper:
         self._notes = [ln for ln in self._lanes if ln.spec.kind == "note"]
         self._cc14_numbers = {ln.spec.number for ln in self._cc14}
         self._channels = [_ChannelState() for _ in range(16)]
+        self._holders: dict[int, set[int]] = {}  # note -> channels (0..15) holding it
         self._lock = threading.Lock()
         self.received = 0
         self.mapped = 0
@@ -208,10 +217,12 @@ class MidiMapper:
     def _value(self, ln: _Lane, ch: int, u: float, now: float, out: list[Command]) -> None:
         """One normalised input value for a lane: invert, deadband, smoothing, command."""
         u = 1.0 - u if ln.spec.invert else u
-        if not ln.deadband_pass(u):
+        if ln.spec.target == "sustain":  # per channel: the lane's deadband is shared
+            down = u >= 0.5
+            if down != self._channels[ch].sustain:
+                self._sustain(ch, down, out)
             return
-        if ln.spec.target == "sustain":
-            self._sustain(self._channels[ch], u >= 0.5, out)
+        if not ln.deadband_pass(u):
             return
         if ln.spec.smooth_ms > 0 and ln.spec.target not in SWITCH_TARGETS:
             if ln.value is None:
@@ -222,11 +233,29 @@ class MidiMapper:
             u = ln.value
         self._send(ln, u, out)
 
-    def _sustain(self, st: _ChannelState, down: bool, out: list[Command]) -> None:
+    def _sustain(self, ch: int, down: bool, out: list[Command]) -> None:
+        st = self._channels[ch]
         st.sustain = down
         if not down:
-            out.extend(NoteOff(n) for n in sorted(st.sustained))
+            for n in sorted(st.sustained):
+                self._release(ch, n, out)
             st.sustained.clear()
+
+    def _release(self, ch: int, note: int, out: list[Command]) -> None:
+        """Channel ``ch`` lets go of ``note``; NoteOff when no other channel holds it."""
+        holders = self._holders.get(note)
+        if holders is not None:
+            holders.discard(ch)
+            if holders:
+                return  # another channel still holds the note
+            del self._holders[note]
+        out.append(NoteOff(note))
+
+    def held_notes(self) -> dict[int, tuple[int, ...]]:
+        """``{note: (channels 1..16 holding it)}`` — keys down or held by a pedal."""
+        with self._lock:
+            return {n: tuple(sorted(c + 1 for c in chs))
+                    for n, chs in sorted(self._holders.items())}
 
     def _dispatch(self, msg: mido.Message, ch: int, now: float, out: list[Command]) -> None:
         t = msg.type
@@ -248,11 +277,15 @@ class MidiMapper:
         if play:
             if velocity > 0:
                 st.sustained.discard(note)
+                self._holders.setdefault(note, set()).add(ch)
                 out.append(NoteOn(note, velocity / 127.0))
             elif st.sustain:
-                st.sustained.add(note)
+                holders = self._holders.get(note)
+                if holders is None or ch in holders:  # (a stray off on another channel
+                    st.sustained.add(note)  # is ignored) this channel's pedal holds it
+                    self._holders.setdefault(note, set()).add(ch)
             else:
-                out.append(NoteOff(note))
+                self._release(ch, note, out)
         if velocity > 0:
             for ln in lanes:
                 if ln.spec.target != "play":
@@ -262,13 +295,15 @@ class MidiMapper:
 
     def _control(self, ch: int, cc: int, value: int, now: float, out: list[Command]) -> None:
         st = self._channels[ch]
-        if cc in ALL_OFF_CCS:
-            st.sustained.clear()
+        if cc in ALL_OFF_CCS:  # global: the engine stops every voice, whoever holds it
+            for other in self._channels:
+                other.sustained.clear()
+            self._holders.clear()
             st.sustain = False
             out.append(AllNotesOff())
             return
         if cc == RESET_CONTROLLERS_CC:
-            self._sustain(st, False, out)
+            self._sustain(ch, False, out)
             out.append(PitchBend(0.0))
             return
         if cc in (99, 98, 101, 100):
