@@ -310,8 +310,9 @@ def train_arrays(data: TrainingSet, checkpoint_path: str | Path,
                 eta = run_s / (step - start_step) * (config.steps - step)
                 if config.max_seconds is not None:
                     eta = min(eta, config.max_seconds - run_s)
+                ho_text = f"{ho:.4f}" if math.isfinite(ho) else "\u2013"  # none yet
                 sys.stderr.write(f"\rstep {step}/{config.steps}  loss {loss_ema:.4f}  "
-                                 f"held-out {ho:.4f}  ETA {_fmt_s(eta)}   ")
+                                 f"held-out {ho_text}  ETA {_fmt_s(eta)}   ")
                 sys.stderr.flush()
     except KeyboardInterrupt:
         interrupted = True
