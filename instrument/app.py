@@ -174,6 +174,16 @@ class Session:
                 f"device-reported {1000 * dev / rate:.1f} ms (the measured OSC->sound median "
                 "is lower: bench/RESULTS.md)")
 
+    def _midi_state(self) -> str:
+        """The banner's MIDI words: the port, or why MIDI is off."""
+        if self.midi is not None:
+            return f"in: {self.midi.opened_name}"
+        if self.args.no_midi:
+            return "off (--no-midi)"
+        from instrument.control.midi import MidiInput
+
+        return f"off ({MidiInput.last_off_reason or 'no MIDI input opened'})"
+
     def _banner(self) -> None:
         s = self.status()
         lines = [
@@ -183,7 +193,7 @@ class Session:
             f"{s['latency_samples']} samples ({s['latency_ms']:.1f} ms) worst case = "
             + self._latency_parts(),
             f"OSC: listening on {self.osc.host}:{self.osc.port} (send /inst/status for a reply)",
-            f"MIDI: {'in: ' + self.midi.opened_name if self.midi else 'off (see above)'}",
+            f"MIDI: {self._midi_state()}",
         ]
         if self.listener is not None:
             lines.append(f"follow: {self.args.follow} -> latent (encoder latency "

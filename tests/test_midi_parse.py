@@ -20,7 +20,7 @@ from instrument.control.commands import (
     SetLatent,
     SetParam,
 )
-from instrument.control.midi import MidiMapper, bend_value
+from instrument.control.midi import MidiInput, MidiMapper, bend_value
 from instrument.control.midiparse import MidiByteParser
 from instrument.control.patches import MidiMap
 from instrument.errors import DeviceError
@@ -394,3 +394,9 @@ def test_all_notes_off_is_global_across_channels():
     assert m.feed_bytes(pedal(2, False)) == []
     m.feed_bytes(on(1, 60))
     assert m.feed_bytes(off(1, 60)) == [NoteOff(60)]
+
+
+def test_try_open_keeps_the_reason_midi_is_off_for_the_banner():
+    assert MidiInput.try_open(lambda cmd: None, backend="mido.backends.no_such_backend") is None
+    assert "no_such_backend" in MidiInput.last_off_reason
+    assert "does not work" in MidiInput.last_off_reason

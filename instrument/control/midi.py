@@ -430,6 +430,8 @@ class MidiInput:
     works but no port matches ``port_name``.
     """
 
+    last_off_reason: str | None = None  # why the last try_open() gave no input
+
     def __init__(self, on_command: Callable[[Command], object], port_name: str | None = None,
                  virtual_name: str | None = None, mapper: MidiMapper | None = None,
                  backend: str | None = None, client_name: str = "instrument") -> None:
@@ -450,12 +452,20 @@ class MidiInput:
     def try_open(cls, on_command: Callable[[Command], object], port_name: str | None = None,
                  virtual_name: str | None = None, mapper: MidiMapper | None = None,
                  backend: str | None = None) -> MidiInput | None:
-        """Open and return the input, or log why MIDI is off and return None."""
+        """Open and return the input, or log why MIDI is off and return None.
+
+        The reason is kept in :attr:`MidiInput.last_off_reason` for the start-up banner.
+        """
         inp = cls(on_command, port_name, virtual_name, mapper, backend)
         try:
-            return inp if inp.open() else None
+            if inp.open():
+                MidiInput.last_off_reason = None
+                return inp
+            MidiInput.last_off_reason = inp.off_reason
+            return None
         except DeviceError as err:
             log.warning("MIDI is off: %s", err)
+            MidiInput.last_off_reason = str(err)
             return None
 
     @property
