@@ -6,6 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
+# Ten well-separated hues (matplotlib's tab10); past ten labels the marker changes too, so
+# every label keeps one (colour, marker) pair in every square of the sheet.
+LABEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                 "#7f7f7f", "#bcbd22", "#17becf")
+LABEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+MAX_LEGEND_LABELS = 40  # more than this and the legend would crowd out the squares
+
+
+def label_styles(names) -> dict[str, tuple[str, str]]:
+    """``{label: (colour, marker)}`` for the sorted ``names``: distinct pairs, stable order."""
+    n_c = len(LABEL_COLOURS)
+    return {name: (LABEL_COLOURS[i % n_c], LABEL_MARKERS[(i // n_c) % len(LABEL_MARKERS)])
+            for i, name in enumerate(sorted(set(names)))}
+
 
 def plot_sheet(history, out_png: str | Path, n_moments: int = 4) -> Path:
     """Input spectrogram above the reconstruction's, the loss curve (by step), the stream
@@ -26,7 +40,7 @@ def plot_sheet(history, out_png: str | Path, n_moments: int = 4) -> Path:
         moments = [moments[i] for i in pick]
     n_m = max(1, len(moments))
     n_cols = max(n_m, 2)
-    fig = plt.figure(figsize=(3.2 * max(n_m, 3), 10), constrained_layout=True)
+    fig = plt.figure(figsize=(3.2 * max(n_m, 3), 10.8), constrained_layout=True)
     gs = fig.add_gridspec(4, n_cols, height_ratios=[1, 1, 0.8, 1])
     t_end = max(h.seconds, h.hop_s)
     lo, hi = float(np.log(1e-4)), 0.0
@@ -67,25 +81,39 @@ def plot_sheet(history, out_png: str | Path, n_moments: int = 4) -> Path:
         if np.isfinite(v):
             ax.hlines(v, a, b, color="k", lw=2)
             label = name if name == "whole stream" else f"{name} second"
-            ax.annotate(f"{label} {v:.2f} dB", (a if name == "last" else b, v), fontsize=7,
-                        ha="right", va="bottom")
+            # inside the axes, over its own line: the first label starts at the left end
+            # (clear of the y-axis label), the last one ends at the right end
+            right = name == "last"
+            ax.annotate(f"{label} {v:.2f} dB", (b if right else a, v), fontsize=7,
+                        xytext=(-2 if right else 2, 3), textcoords="offset points",
+                        ha="right" if right else "left", va="bottom",
+                        bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none",
+                              "alpha": 0.7})
     ax.set_xlim(0, t_end)
     ax.set_xlabel("stream time (s)")
     ax.set_ylabel("LSD (dB)")
     ax.set_title(f"stream LSD per {win_s:.2g} s (as played)")
+    styles = label_styles(lab for _, _, labels in moments for lab in labels)
+    handles = {}
     for i, (step, knob, labels) in enumerate(moments):
         ax = fig.add_subplot(gs[3, i])
-        names = sorted(set(labels))
-        for j, name in enumerate(names):
-            sel = np.array([lab == name for lab in labels])
-            ax.scatter(knob[sel, 0], knob[sel, 1], s=6, color=f"C{j % 10}", label=name)
+        lab_arr = np.asarray(labels, dtype=object)
+        for name in sorted(set(labels)):
+            sel = lab_arr == name
+            colour, marker = styles[name]
+            handles[name] = ax.scatter(knob[sel, 0], knob[sel, 1], s=8, color=colour,
+                                       marker=marker, label=name)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
         final = i == len(moments) - 1 and len(moments) > 1
         ax.set_title(f"square at step {step}" + (" (final)" if final else ""))
-        if i == 0 and len(names) <= 12:
-            ax.legend(fontsize=6, markerscale=2)
+    if handles and len(styles) <= MAX_LEGEND_LABELS:
+        # one legend for every square (same colours in each), below them: it covers no data
+        names = sorted(handles)
+        fig.legend([handles[n] for n in names], names, loc="outside lower center",
+                   ncol=min(len(names), 8), fontsize=7, markerscale=1.5, frameon=False,
+                   title="memory labels (every square)", title_fontsize=7)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
