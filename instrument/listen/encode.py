@@ -74,6 +74,20 @@ def write_trajectory(coords: list[Coord], out: str | Path, meta: dict | None = N
                                "name the output e.g. trajectory.csv"))
 
 
+# Corpus label styles: nine well-separated hues (matplotlib's tab10 without its grey, which
+# is kept for the trajectory's grey-to-black time ramp); past nine labels the marker changes
+# too, so every label has its own (colour, marker) pair.
+LABEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                 "#bcbd22", "#17becf")
+LABEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _label_style(k: int) -> tuple[str, str]:
+    """(colour, marker) of the k-th sorted corpus label."""
+    n_c = len(LABEL_COLOURS)
+    return LABEL_COLOURS[k % n_c], LABEL_MARKERS[(k // n_c) % len(LABEL_MARKERS)]
+
+
 def plot_trajectory(model: Encoder | str | Path, coords: list[Coord], out_png: str | Path,
                     title: str | None = None) -> Path:
     """Corpus points (coloured by label) in the 0..1 square with the trajectory over them."""
@@ -91,17 +105,21 @@ def plot_trajectory(model: Encoder | str | Path, coords: list[Coord], out_png: s
     fig, ax = plt.subplots(figsize=(6.4, 6.4), dpi=100)
     try:
         uniq = sorted(set(labels))
-        cmap = plt.get_cmap("tab20", max(1, len(uniq)))
         lab_arr = np.asarray(labels, dtype=object)
         for k, lab in enumerate(uniq):
             sel = lab_arr == lab
-            ax.scatter(pts[sel, 0], pts[sel, 1], s=8, alpha=0.45, color=cmap(k), label=lab)
+            colour, marker = _label_style(k)
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=10, alpha=0.6, color=colour, marker=marker,
+                       linewidths=0, label=lab)
         live = [c for c in coords if not c.silent]
         if live:
             xy = np.array([[c.x, c.y] for c in live])
             t = np.array([c.time_s for c in live])
             ax.plot(xy[:, 0], xy[:, 1], color="black", lw=0.8, alpha=0.6)
-            sc = ax.scatter(xy[:, 0], xy[:, 1], c=t, cmap="viridis", s=10, zorder=3)
+            # grey -> black over time: no hue, so it never reads as one of the labels
+            ramp = matplotlib.colors.LinearSegmentedColormap.from_list(
+                "time", [(0.62, 0.62, 0.62), (0.0, 0.0, 0.0)])
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=t, cmap=ramp, s=10, zorder=3)
             fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.04, label="time (s)")
             ax.scatter(*xy[0], marker="o", s=60, facecolors="none", edgecolors="green",
                        zorder=4, label="start")
