@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from conftest import CASES, cents, click_ratio, estimate_f0
 
-from instrument.control.commands import LoadPatch, parse
-from instrument.engine.engine import QUEUE_CAPACITY, Engine
+from instrument.control.commands import (
+    FreezeLatent,
+    Gate,
+    LoadPatch,
+    NoteOff,
+    PitchBend,
+    SetLatent,
+    SetParam,
+    parse,
+)
+from instrument.engine.engine import QUEUE_CAPACITY, RELEASE_RESERVE, Engine, note_hz
 from instrument.errors import ConfigError
 from instrument.model.modelfile import Decoder
 
@@ -230,12 +239,97 @@ def test_release_ends_the_voice_and_gate_drones(pitched_decoder: Decoder):
     assert abs(cents(estimate_f0(y, SR), 110.0)) < 3.0
 
 
-def test_full_queue_drops_and_counts(pitched_decoder: Decoder):
+def test_full_queue_drops_note_ons_and_counts(pitched_decoder: Decoder):
     eng = Engine(pitched_decoder, SR)
-    sent = [eng.send(parse("bend 0.1")) for _ in range(QUEUE_CAPACITY + 5)]
+    sent = [eng.send(parse("note 60")) for _ in range(QUEUE_CAPACITY + 5)]
     assert sent.count(False) == 5 and eng.status()["dropped"] == 5
     eng.process(256)
-    assert eng.send(parse("bend 0"))
+    assert eng.send(parse("note 60"))
+
+
+def test_a_flood_of_controls_is_never_refused_and_the_latest_wins(pitched_decoder: Decoder):
+    eng = Engine(pitched_decoder, SR)
+    n = 5 * QUEUE_CAPACITY
+    sent = [eng.send(SetLatent(k / n, 1 - k / n)) for k in range(n)]
+    sent += [eng.send(SetParam("gain_db", -k / n)) for k in range(n)]
+    sent += [eng.send(PitchBend(k / n)) for k in range(n)]
+    sent.append(eng.send(SetLatent(y=0.25)))  # y only: x keeps the flood's last value
+    assert all(sent) and eng.status()["dropped"] == 0
+    assert eng.send(parse("note 60"))  # the event queue is still empty
+    eng.process(eng.hop_samples)
+    st = eng.status()
+    assert st["params"]["gain_db"] == -(n - 1) / n and eng._bend == (n - 1) / n
+    assert eng._latent_target == [(n - 1) / n, 0.25] and st["voices"] == 1
+
+
+def test_note_off_is_never_dropped_by_a_full_queue(pitched_decoder: Decoder):
+    eng = Engine(pitched_decoder, SR)
+    eng.send(parse("note 60"))
+    eng.process(eng.hop_samples)
+    for _ in range(QUEUE_CAPACITY + 10):  # a flood of note-ons (here: retriggers) fills it
+        eng.send(parse("note 72 0.1"))
+    assert eng.send(NoteOff(60)) and eng.send(Gate(False))  # the reserve takes releases
+    for _ in range(RELEASE_RESERVE + 10):  # past the reserve: one release of every voice
+        assert eng.send(NoteOff(61))
+    assert eng.status()["release_overflow"] > 0
+    eng.process(eng.hop_samples)
+    assert not any(v.held for v in eng._voices)  # nothing is stuck
+    eng.process(SR)  # release_ms 250
+    assert eng.status()["voices"] == 0
+
+
+def test_controls_apply_before_the_hops_events_in_order(pitched_decoder: Decoder):
+    """Within one hop: changed controls first (in the order sent), then events in order."""
+    eng = Engine(pitched_decoder, SR)
+    eng.send(parse("note 60"))
+    eng.send(SetLatent(0.9, 0.1))
+    eng.send(NoteOff(60))  # the same hop: on then off, never stuck, the latent moved
+    eng.process(eng.hop_samples)
+    assert not any(v.held for v in eng._voices) and eng._latent_target == [0.9, 0.1]
+    eng.send(parse("note 64"))
+    eng.send(parse("bend 1"))  # sent after the note-on, but the voice starts bent
+    eng.process(eng.hop_samples)
+    (voice,) = eng._voices
+    assert voice.held
+    assert eng._harm.f0_hz[voice.slot] == pytest.approx(note_hz(66.0))  # +2 st, no chirp
+    eng.send(FreezeLatent(True))
+    eng.send(SetLatent(0.2, 0.2))  # after the freeze: held
+    eng.send(FreezeLatent(False))
+    eng.process(eng.hop_samples)
+    assert eng._latent_target == [0.9, 0.1] and not eng.status()["frozen"]
+    eng.send(SetLatent(x=0.3))
+    eng.send(SetParam("latent_x", 0.7))  # the same target: the later one wins
+    eng.process(eng.hop_samples)
+    assert eng._latent_target[0] == 0.7
+
+
+def test_reset_forgets_controls_sent_before_it(pitched_decoder: Decoder):
+    eng = Engine(pitched_decoder, SR)
+    eng.send(SetLatent(0.9, 0.9))
+    eng.send(SetParam("gain_db", -30.0))
+    eng.reset()
+    eng.process(eng.hop_samples)
+    assert eng.status()["latent"] == [0.5, 0.5] and eng.status()["params"]["gain_db"] == -6.0
+
+
+def test_live_sends_are_block_size_independent(pitched_decoder: Decoder):
+    """Controls and events sent between blocks land on the same hop whatever the blocks."""
+    def run(block: int) -> np.ndarray:
+        eng = Engine(pitched_decoder, SR)
+        out = []
+        for cmds in ([parse("note 60")], [SetLatent(0.2, 0.8), parse("bend 0.5")],
+                     [SetParam("gain_db", -12.0), NoteOff(60)], []):
+            for c in cmds:
+                eng.send(c)
+            hop = eng.hop_samples
+            out.append(_run(eng, _blocks(hop, block)))  # one hop per step
+            out.append(_run(eng, _blocks(3 * hop, block)))
+        return np.concatenate(out)
+
+    ref = run(256)
+    assert np.abs(ref).max() > 0.01
+    for block in (1, 64, 100):
+        np.testing.assert_array_equal(run(block), ref)
 
 
 def test_bad_arguments_raise_clear_errors(pitched_decoder: Decoder, random_model_dir):

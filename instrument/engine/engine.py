@@ -16,11 +16,23 @@ latent), and ``harmonic_db``, ``noise_db``, bends and ``drone_hz`` have no effec
 
 Threading: :meth:`send` and :meth:`schedule` may be called from any thread (OSC, MIDI);
 :meth:`process` from one thread (the player's worker, never the audio callback).
+
+Live commands (:meth:`send`) come in two kinds. *Continuous* controls (``SetLatent`` per axis,
+``SetParam`` per name, ``PitchBend``, ``FreezeLatent``) are states: each has one preallocated
+slot where the latest value wins, so a flood of them is never refused and costs the engine
+nothing. *Discrete* events (``NoteOn``, ``NoteOff``, ``Gate``, ``AllNotesOff``) go through a
+bounded queue in order; releases (``NoteOff``, ``AllNotesOff``, ``Gate(False)``) have
+``RELEASE_RESERVE`` places of their own and are never dropped. A latent move sent while
+the latest ``FreezeLatent`` sent is on is ignored at once. At each hop boundary the
+changed slots apply first (in the order they were sent), then the queued events in order,
+then due scheduled commands: a note-on, a latent move and a note-off sent within one hop
+play as the note with its release and the moved latent.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import math
 import threading
@@ -54,7 +66,10 @@ REFERENCE_RMS = 10.0 ** (-12.0 / 20.0)  # one voice, velocity 1, 0 dB gains: -12
 # Unpitched sounds are noise-like and percussive (crest factor ~12 dB or more): 6 dB lower,
 # so one voice's peaks stay under the limiter.
 REFERENCE_RMS_UNPITCHED = 10.0 ** (-18.0 / 20.0)
-QUEUE_CAPACITY = 1024
+QUEUE_CAPACITY = 1024  # discrete events waiting for the next hop (note-ons, gates)
+RELEASE_RESERVE = 1024  # more places only releases (note-off, all-off, gate off) may use
+_RELEASES = (NoteOff, AllNotesOff)
+_LATENT_X, _LATENT_Y, _BEND, _FREEZE = "latent.x", "latent.y", "bend", "freeze"
 
 
 def _db(x: float) -> float:
@@ -106,7 +121,17 @@ class Engine:
             self._frame_scale = math.sqrt(3.0 / 16.0) * decoder.n_fft \
                 * REFERENCE_RMS_UNPITCHED / REFERENCE_RMS
         self._limiter = Limiter(sample_rate, self.hop_samples)
-        self._queue: deque[Command] = deque()
+        self._queue: deque[Command] = deque()  # discrete events, in order
+        # continuous controls: key -> (generation, value), latest wins; keys never change
+        self._slot_keys = (_LATENT_X, _LATENT_Y, _BEND, _FREEZE, *params.PARAMS)
+        self._slots: dict[str, tuple[int, float]] = {k: (0, 0.0) for k in self._slot_keys}
+        self._slot_seen = dict.fromkeys(self._slot_keys, 0)  # generation applied per slot
+        self._gen = itertools.count(1)  # next() is atomic under the GIL
+        self._slots_gen = 0  # the newest generation stored (written after the slot)
+        self._slots_seen = 0
+        self._release_all = False  # the release reserve overflowed: release every voice
+        self._frozen_sent = False  # the latest FreezeLatent sent (live moves are held)
+        self.release_overflow = 0
         self._sched: list[tuple[int, int, Command]] = []
         self._sched_lock = threading.Lock()
         self._sched_seq = 0
@@ -128,15 +153,47 @@ class Engine:
         return self.hop_samples + self._uni.latency_samples
 
     def send(self, cmd: Command) -> bool:
-        """Queue a command for the next hop boundary; never blocks. False when dropped.
+        """Hand a live command to the next hop boundary; never blocks, no lock.
 
-        The bound is checked without a lock, so with several producer threads it may be
-        exceeded by at most the number of producers; deque appends are atomic under the GIL.
+        Continuous controls (latent, params, bend, freeze) overwrite their slot: always True.
+        Discrete events queue in order: False (counted in ``dropped``) when the queue holds
+        ``QUEUE_CAPACITY`` events. Releases are never refused: they use ``RELEASE_RESERVE``
+        more places, and past that they become one release of every voice at the next hop
+        (counted in ``release_overflow``), so a flood cannot leave a note stuck.
         """
-        if len(self._queue) >= QUEUE_CAPACITY:
-            self.dropped += 1
-            return False
-        self._queue.append(cmd)
+        t = type(cmd)
+        slots = self._slots
+        if t is SetLatent:
+            if self._frozen_sent:  # decided here, so freeze/move/unfreeze keep their order
+                return True
+            g = next(self._gen)
+            if cmd.x is not None:
+                slots[_LATENT_X] = (g, cmd.x)
+            if cmd.y is not None:
+                slots[_LATENT_Y] = (g, cmd.y)
+        elif t is SetParam:
+            g = next(self._gen)
+            slots[cmd.name] = (g, cmd.value)
+        elif t is PitchBend:
+            g = next(self._gen)
+            slots[_BEND] = (g, cmd.value)
+        elif t is FreezeLatent:
+            self._frozen_sent = bool(cmd.on)
+            g = next(self._gen)
+            slots[_FREEZE] = (g, 1.0 if cmd.on else 0.0)
+        else:
+            q = self._queue
+            if t in _RELEASES or (t is Gate and not cmd.on):
+                if len(q) >= QUEUE_CAPACITY + RELEASE_RESERVE:
+                    self.release_overflow += 1
+                    self._release_all = True
+                    return True
+            elif len(q) >= QUEUE_CAPACITY:
+                self.dropped += 1
+                return False
+            q.append(cmd)  # deque appends are atomic under the GIL
+            return True
+        self._slots_gen = g  # after the slot: a reader that sees it also sees the slot
         return True
 
     def schedule(self, cmd: Command, at_sample: int) -> None:
@@ -188,6 +245,10 @@ class Engine:
     def reset(self) -> None:
         """Back to the state just after construction (voices, params, latent, queues)."""
         self._queue.clear()
+        self._release_all = False
+        self._frozen_sent = False
+        self._slots_seen = self._slots_gen  # controls sent before the reset are forgotten
+        self._slot_seen = {k: self._slots[k][0] for k in self._slot_keys}
         with self._sched_lock:
             self._sched.clear()
         self._reset_synths()
@@ -212,6 +273,7 @@ class Engine:
             "max_voices": int(self._target["voices"]),
             "xruns": self.xruns,
             "dropped": self.dropped,
+            "release_overflow": self.release_overflow,
             "ignored": self.ignored,
             "stolen": self.stolen,
             "sanitized_frames": self.sanitized_frames,
@@ -345,10 +407,37 @@ class Engine:
         base = self._smooth["drone_hz"] if key == GATE_KEY else note_hz(key)
         return base * 2.0 ** (self._bend * self._target["bend_range_st"] / 12.0)
 
+    def _take_slots(self) -> None:
+        """Apply the continuous controls that changed since the last hop, oldest first."""
+        self._slots_seen = self._slots_gen
+        slots, seen = self._slots, self._slot_seen
+        changed = []
+        for key in self._slot_keys:
+            g, value = slots[key]
+            if g != seen[key]:
+                seen[key] = g
+                changed.append((g, key, value))
+        changed.sort()
+        for _, key, value in changed:
+            if key == _LATENT_X or key == _LATENT_Y:
+                if not self._frozen:
+                    self._latent_target[key == _LATENT_Y] = value
+            elif key == _BEND:
+                self._bend = value
+            elif key == _FREEZE:
+                self._frozen = value != 0.0
+            else:
+                self._set_param(key, value)
+
     def _take_due_commands(self) -> None:
+        if self._slots_gen != self._slots_seen:
+            self._take_slots()
         q = self._queue
-        while q:
+        for _ in range(len(q)):  # what is queued now; later sends wait for the next hop
             self._apply(q.popleft())
+        if self._release_all:
+            self._release_all = False
+            self._apply(AllNotesOff())
         if self._sched and self._sched[0][0] <= self._sample:
             with self._sched_lock:
                 due = []
