@@ -39,6 +39,7 @@ import numpy as np
 from instrument.errors import ConfigError, InstrumentError, describe
 
 GAMMA_HANN = 0.25645  # lam / n_fft^2 of the Gaussian that best matches a Hann window
+REFINE_ITERATIONS = 2  # default refinement passes with look-ahead (see bench/bench_phase.py)
 _BLOCK = 1.0e9  # priority of a bin below tolerance: it blocks every path
 _ISLAND = 1.0e4  # a bin with no significant predecessor is a source only below every real one
 _TWO_PI = 2.0 * math.pi
@@ -153,7 +154,8 @@ class PhaseReconstructor:
 
     def __init__(self, n_fft: int = 1024, hop_samples: int = 256, n_voices: int = 1, *,
                  lookahead_frames: int = 0, tol: float = 1e-5, gamma: float = GAMMA_HANN,
-                 integration: str = "scan", seed: int = 0) -> None:
+                 integration: str = "scan", refine_iterations: int | None = None,
+                 seed: int = 0) -> None:
         _check_sizes(n_fft, hop_samples)
         if isinstance(n_voices, bool) or not isinstance(n_voices, int) or n_voices < 1:
             raise ConfigError(describe("phase: n_voices", n_voices, "an integer >= 1",
@@ -164,6 +166,19 @@ class PhaseReconstructor:
         if not (isinstance(tol, int | float) and 0.0 < tol < 1.0):
             raise ConfigError(describe("phase: tol", tol, "a number in (0, 1)",
                                        "use 1e-5 (-100 dB under the frame maximum)"))
+        if refine_iterations is None:
+            refine_iterations = REFINE_ITERATIONS if lookahead_frames else 0
+        if (isinstance(refine_iterations, bool) or not isinstance(refine_iterations, int)
+                or not 0 <= refine_iterations <= 16):
+            raise ConfigError(describe("phase: refine_iterations", refine_iterations,
+                                       "an integer in [0, 16]",
+                                       f"use {REFINE_ITERATIONS} (each costs about one RTPGHI "
+                                       "frame) or 0 (plain RTPGHI)"))
+        if refine_iterations and not lookahead_frames:
+            raise ConfigError(describe("phase: refine_iterations", refine_iterations,
+                                       "0 when lookahead_frames is 0",
+                                       "use lookahead_frames=1 (refinement without the "
+                                       "look-ahead frame makes sustained notes worse)"))
         if integration not in ("scan", "heap"):
             raise ConfigError(describe("phase: integration", integration, "'scan' or 'heap'",
                                        "use 'scan' (fast); 'heap' is the slow reference"))
@@ -175,6 +190,7 @@ class PhaseReconstructor:
         self.latency_frames = lookahead_frames
         self.tol = float(tol)
         self.integration = integration
+        self.refine_iterations = refine_iterations
         self.bad_frames = 0  # frames that held NaN/inf (set to 0 before use)
         lam = gamma * n_fft * n_fft
         self._w_scale = n_fft / lam  # (rad/sample) per unit of d log|X| / d bin
@@ -229,6 +245,8 @@ class PhaseReconstructor:
         self._tiebreak = 1e-9 * np.arange(b)
         self._out = np.zeros((v, b), np.complex64)
         self._shifts = [1 << i for i in range(max(1, math.ceil(math.log2(b))))]
+        if refine_iterations:
+            self._init_refine()
 
     def reset(self, voice: int | None = None) -> None:
         """Forget the history of one voice (or all): its next frame starts afresh."""
@@ -240,6 +258,8 @@ class PhaseReconstructor:
         self._fresh[sl] = True
         self._pend_valid[sl] = False
         self._prev_sig[sl] = False
+        if self.refine_iterations:
+            self._acc[sl] = 0.0
 
     def process(self, mag: np.ndarray) -> np.ndarray:
         """One magnitude frame per voice (n_voices, n_bins) -> complex64 (n_voices, n_bins).
@@ -266,6 +286,8 @@ class PhaseReconstructor:
             # A voice without a pending frame outputs silence this call.
             np.multiply(self._cur_mag, valid[:, None], out=self._cur_mag)
         self._frame()
+        if self.refine_iterations:
+            self._refine()
         if valid is not None:
             # Keep voices that had no pending frame fresh (their state was not a real frame).
             self._fresh |= ~valid
@@ -331,6 +353,10 @@ class PhaseReconstructor:
         # Random phase below tolerance.
         np.copyto(self._phase, self._random.next(), where=~self._sig)
         _wrap(self._phase, self._tmp)
+        # DC and Nyquist coefficients of a real signal are real: the nearer of 0 and pi
+        # (the inverse FFT would drop their imaginary part, i.e. scale them by cos(phase)).
+        ends = self._phase[:, ::self.n_bins - 1]
+        ends[...] = np.where(np.abs(ends - math.pi) < 0.5 * math.pi, math.pi, 0.0)
         # State for the next frame.
         np.copyto(self._prev_log, ls)
         np.copyto(self._prev_w, self._w)
@@ -339,6 +365,87 @@ class PhaseReconstructor:
         fresh[:] = False
         # Output coefficients.
         _polar(mag, self._phase, self._out, self._f32)
+
+    def _init_refine(self) -> None:
+        """Buffers of the look-ahead refinement (see :meth:`_refine`)."""
+        n, h, v, b = self.n_fft, self.hop_samples, self.n_voices, self.n_bins
+        win = hann_periodic(n)
+        synth_win = OverlapAdd(n, h).synthesis_window
+        # Sum of analysis x synthesis window over the frames present when frame n is refined
+        # (n-3 .. n+1 of n/h = 4 overlapping), on [0, n + h) where frame n spans [0, n):
+        # dividing by it fills the part that frames n+2, n+3 would cover (LSEE average).
+        present = np.zeros(n + h)
+        for k in range(1 - n // h, 2):
+            lo, hi = max(0, k * h), min(n + h, k * h + n)
+            if lo < hi:
+                present[lo:hi] += (win * synth_win)[lo - k * h:hi - k * h]
+        inv = 1.0 / np.maximum(present, 1e-3)
+        self._ana_win = np.stack([win * inv[:n], win * inv[h:h + n]])  # (2, n) frames n, n+1
+        self._synth_win = synth_win
+        self._centre = np.where(np.arange(b) % 2 == 0, 1.0, -1.0)
+        self._acc = np.zeros((v, n + h))  # committed frames' synthesis; frame n at [0, n)
+        self._spec2 = np.zeros((v, 2, b), np.complex128)  # frames n, n+1, index-0 phase
+        self._proj = np.zeros((v, 2, b), np.complex128)
+        self._mag2 = np.zeros((v, 2, b))
+        self._abs2 = np.zeros((v, 2, b))
+        self._time2 = np.zeros((v, 2, n))
+        self._sig_time = np.zeros((v, n + h))
+        self._time1 = np.zeros((v, n))
+
+    def _refine(self) -> None:
+        """A few Griffin-Lim passes on frames n (``_out``) and n+1 (the look-ahead), with
+        the committed frames fixed (RTISI-LA, Zhu et al. 2007, started from RTPGHI as in
+        Průša & Holighaus 2017); frame n is then committed and written to ``_out``.
+
+        Spectra are kept with the phase referenced to index 0 (centre factor (-1)^m
+        folded in), so synthesis is a plain irfft and analysis a plain rfft.
+        """
+        n, h = self.n_fft, self.hop_samples
+        spec, proj, mag2, abs2 = self._spec2, self._proj, self._mag2, self._abs2
+        t2, y = self._time2, self._sig_time
+        np.copyto(mag2[:, 0], self._cur_mag)
+        np.copyto(mag2[:, 1], self._mag)  # the look-ahead frame just received
+        np.copyto(spec[:, 0], self._out)
+        # Look-ahead frame's start: frame n's phase advanced by its instantaneous frequency.
+        np.multiply(self._w, h, out=self._tmp)
+        self._tmp += self._phase
+        _polar(self._mag, self._tmp, self._out, self._f32)
+        np.copyto(spec[:, 1], self._out)
+        spec *= self._centre
+        iters = self.refine_iterations
+        for i in range(iters):
+            last = i == iters - 1
+            np.fft.irfft(spec, n=n, axis=-1, out=t2)
+            t2 *= self._synth_win
+            np.copyto(y, self._acc)
+            y[:, :n] += t2[:, 0]
+            y[:, h:] += t2[:, 1]
+            if last:  # only frame n is needed
+                np.multiply(y[:, :n], self._ana_win[0], out=t2[:, 0])
+                np.fft.rfft(t2[:, 0], axis=-1, out=proj[:, 0])
+                sl = slice(0, 1)
+            else:
+                np.multiply(y[:, :n], self._ana_win[0], out=t2[:, 0])
+                np.multiply(y[:, h:], self._ana_win[1], out=t2[:, 1])
+                np.fft.rfft(t2, axis=-1, out=proj)
+                sl = slice(0, 2)
+            # Keep the phase, impose the target magnitude (|Y| = 0 -> that bin goes silent).
+            p, a = proj[:, sl], abs2[:, sl]
+            np.abs(p, out=a)
+            a += 1e-30
+            np.divide(mag2[:, sl], a, out=a)
+            np.multiply(p, a, out=spec[:, sl])
+        # Commit frame n: its synthesis joins the fixed part, which moves on by one hop.
+        f = self._time1
+        np.fft.irfft(spec[:, 0], n=n, axis=-1, out=f)
+        f *= self._synth_win
+        self._acc[:, :n] += f
+        self._acc[:, :-h] = self._acc[:, h:]
+        self._acc[:, -h:] = 0.0
+        spec0 = spec[:, 0]
+        spec0 *= self._centre
+        np.copyto(self._out, spec0, casting="same_kind")
+        np.arctan2(spec0.imag, spec0.real, out=self._prev_phase)  # the state goes on from here
 
     def _integrate_scan(self, ls: np.ndarray) -> None:
         """Widest-path roots by a clamp-function prefix scan, both directions at once."""
