@@ -22,6 +22,14 @@ for Hann): with ``s = log|X|``,
   step, trapezoid of ``w``) or the bin next to it (frequency step, trapezoid of ``dphi/dm``);
   bins below the tolerance get a random phase.
 
+* DC and Nyquist coefficients are rounded to the nearer of phase 0 and pi (they are real).
+
+With one frame of look-ahead, RTPGHI's frame ``n`` is then refined by ``refine_iterations``
+(default 2) Griffin-Lim passes over frames ``n`` and ``n + 1`` with the already played
+frames fixed (RTISI-LA, Zhu, Beauregard & Wyse 2007, started from RTPGHI as in Průša &
+Holighaus 2017); no added latency. Measured gains and what was tried and rejected (tolerance,
+gamma, onset re-initialisation, refinement without look-ahead): bench/bench_phase.py.
+
 The heap order is replaced by an exact vectorised equivalent: the bin a heap reaches first is
 the one on the *widest path* (largest bottleneck magnitude) from a previous-frame source, and
 on a 1-D chain of bins that is a prefix scan of clamp functions ``x -> min(hi, max(lo, x))``
@@ -150,6 +158,8 @@ class PhaseReconstructor:
     magnitudes, and returns complex64 coefficients of the same shape. With
     ``lookahead_frames=1`` the time derivative is centred and the returned frame is the
     *previous* one (``latency_frames == 1``; the first call after a reset returns zeros).
+    ``refine_iterations`` (look-ahead only; default 2 with look-ahead, 0 without): Griffin-Lim
+    passes on the returned frame and the look-ahead frame, each about the cost of RTPGHI.
     """
 
     def __init__(self, n_fft: int = 1024, hop_samples: int = 256, n_voices: int = 1, *,
@@ -638,12 +648,15 @@ class UnpitchedSynth:
     ``latency_samples``: output sample ``i`` holds signal time ``i - latency_samples``, where
     frame ``t`` is centred on ``t * hop_samples``: ``n_fft // 2 + lookahead_frames * hop``
     (768 samples by default; ``lookahead_frames=0`` saves one hop at some cost on transients).
+    ``refine_iterations``: see :class:`PhaseReconstructor` (None: its default).
     """
 
     def __init__(self, n_fft: int = 1024, hop_samples: int = 256, n_voices: int = 1, *,
-                 lookahead_frames: int = 1, seed: int = 0) -> None:
+                 lookahead_frames: int = 1, refine_iterations: int | None = None,
+                 seed: int = 0) -> None:
         self.phase = PhaseReconstructor(n_fft, hop_samples, n_voices,
-                                        lookahead_frames=lookahead_frames, seed=seed)
+                                        lookahead_frames=lookahead_frames,
+                                        refine_iterations=refine_iterations, seed=seed)
         self.ola = OverlapAdd(n_fft, hop_samples)
         self.n_voices, self.n_bins, self.hop_samples = n_voices, n_fft // 2 + 1, hop_samples
         self.latency_samples = self.ola.latency_samples + lookahead_frames * hop_samples
