@@ -456,3 +456,150 @@ def test_far_future_inner_bundle_is_not_held_forever() -> None:
     server.handle_packet(outer, ("127.0.0.1", 9))
     assert server.counters["far_future"] == 1 and server.counters["scheduled"] == 2
     assert all(due < time.time() + 2.0 for due, *_ in server._heap)  # held with the outer one
+
+
+def test_a_bundle_over_the_cap_applies_its_first_messages_and_fails_once(
+        rig: tuple[OscServer, Client, Sink]) -> None:
+    server, client, sink = rig
+    cap = server.max_messages
+    xs = [k / 512 for k in range(cap + 44)]
+    inner = [w.encode_bundle([w.encode_message("/inst/latent/x", x) for x in part])
+             for part in (xs[:200], xs[200:])]  # nested: the cut keeps the order and depth
+    client.send(w.encode_bundle(inner))
+    replies = client.sync()
+    assert [c.x for c in sink.take()] == xs[:cap]
+    (fail,) = replies
+    assert fail.address == "/inst/fail" and fail.args[0] == "(packet)"
+    assert f"{cap + 44} messages" in fail.args[1] and f"allowed {cap}" in fail.args[1]
+    assert server.counters["too_many"] == 1 and server.counters["capped_messages"] == 44
+    client.send(w.encode_bundle([w.encode_message("/inst/latent/y", 0.5)] * cap))  # at the cap
+    assert client.sync() == [] and len(sink.take()) == cap
+
+
+def test_a_bundle_with_broken_sizes_is_still_malformed(
+        rig: tuple[OscServer, Client, Sink]) -> None:
+    server, client, sink = rig
+    el = w.encode_message("/inst/latent/x", 0.5)
+    good = w.encode_bundle([el] * 300)
+    client.send(good[:-4])  # the last element's size promises 4 bytes more than there are
+    (fail,) = client.sync()
+    assert sink.take() == [] and server.counters["malformed"] == 1 and "size" in fail.args[1]
+
+
+def test_fail_replies_are_rate_limited_per_sender() -> None:
+    sink = Sink()
+    with OscServer(sink, port=0, fail_replies_per_s=2.0) as server:
+        client = Client(server)
+        t0 = time.monotonic()
+        for _ in range(50):
+            client.msg("/inst/latent/x", 7.0)  # out of range
+        replies = client.sync()  # the pong is not rate-limited
+        elapsed_s = time.monotonic() - t0
+        fails = [r for r in replies if r.address == "/inst/fail"]
+        assert len(fails) == len(replies) >= 1
+        assert len(fails) <= 2 + 2.0 * elapsed_s + 1  # the burst plus what refilled meanwhile
+        c = server.counters
+        assert c["out_of_range"] == 50 and c["fail_suppressed"] == 50 - len(fails)
+        other = Client(server)  # another sender has its own allowance
+        other.msg("/inst/latent/x", 7.0)
+        assert [r.address for r in other.sync()] == ["/inst/fail"]
+
+
+def test_fast_path_reads_latents_exactly_like_the_parser() -> None:
+    """/inst/latent ,ff and /inst/latent/x ,f skip the parser; inside a bundle they do not."""
+    fast, slow = Sink(), Sink()
+    a, b = OscServer(fast, port=0), OscServer(slow, port=0)  # not started: direct calls
+    values = [0.0, 1.0, -0.0, 0.5, 1e-40, 0.1, 0.999999, float("nan"), 1.0000001, -1e-30,
+              float("inf")]
+    for x, y in itertools.product(values, values[:4]):
+        for m in (w.encode_message("/inst/latent", x, y), w.encode_message("/inst/latent/x", x),
+                  w.encode_message("/inst/latent/y", y)):
+            a.handle_packet(m, ("127.0.0.1", 9))
+            b.handle_packet(w.encode_bundle([m]), ("127.0.0.1", 9))
+    assert fast.take() == slow.take()
+    ca, cb = a.counters, b.counters
+    for key in ("messages", "applied", "dropped", "out_of_range", "non_finite"):
+        assert ca[key] == cb[key], key
+    assert ca["applied"] > 0 and ca["non_finite"] > 0 and ca["out_of_range"] > 0
+
+
+def test_patch_load_future_replies_when_done_and_busy_meanwhile() -> None:
+    """The loader runs the job on its own thread; the receiver keeps answering meanwhile."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from instrument.control.osc import Busy
+
+    release = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=1)
+    running: list[Future] = []
+
+    def job(path: str) -> None:
+        release.wait(WAIT_S)
+        if "bad" in path:
+            raise PatchError(f"patch {path}: line 2: TOML syntax error; fix the syntax")
+
+    def load(path: str) -> Future:
+        if running and not running[-1].done():
+            raise Busy(f"busy: loading {running[-1].path!r}; wait for its reply")  # type: ignore[attr-defined]
+        f = pool.submit(job, path)
+        f.path = path  # type: ignore[attr-defined]
+        running.append(f)
+        return f
+
+    sink = Sink()
+    with OscServer(sink, load_patch=load, port=0) as server:
+        client = Client(server)
+        client.msg("/inst/patch/load", "slow.toml")
+        client.msg("/inst/patch/load", "second.toml")
+        (busy,) = client.sync()  # answered while the first load still runs
+        assert busy.address == "/inst/fail" and busy.args[0] == "/inst/patch/load"
+        assert busy.args[1].startswith("busy") and "slow.toml" in busy.args[1]
+        assert server.counters["busy"] == 1
+        release.set()
+        assert client.recv() == w.Message("/inst/done", "ss", ("/inst/patch/load", "slow.toml"))
+        client.msg("/inst/patch/load", "bad.toml")
+        fail = client.recv()
+        assert fail.address == "/inst/fail" and "TOML syntax error" in fail.args[1]
+        assert server.counters["out_of_range"] == 1
+    pool.shutdown()
+
+
+@pytest.mark.jack
+def test_session_loads_patches_off_the_receiver_thread(jack_server, random_model_dir, tmp_path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """``instrument play``'s loader: a real Player on JACK, real UDP, real patch files."""
+    import argparse
+
+    from instrument.app import Session
+    from instrument.errors import InstrumentError
+
+    a = argparse.Namespace(model=str(random_model_dir("pitched")), patch=None, device=None,
+                           rate=None, block=256, osc_host="127.0.0.1", osc_port=0, midi=None,
+                           no_midi=True, follow=None, follow_latent_only=False, seconds=None)
+    try:
+        session = Session(a)
+    except InstrumentError as e:
+        pytest.skip(f"no audio output on JACK ({e})")
+    good = tmp_path / "good.toml"
+    good.write_text('format = "instrument-patch/1"\n[params]\ngain_db = -20\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('format = "instrument-patch/1"\n[params]\ngain_db = 99\n')
+    session.start()
+    client = None
+    try:
+        client = Client(session.osc)
+        with caplog.at_level(logging.INFO, logger="instrument"):
+            client.msg("/inst/patch/load", str(good))
+            done = client.recv()
+        assert done == w.Message("/inst/done", "ss", ("/inst/patch/load", str(good)))
+        (rec,) = [r for r in caplog.records if r.getMessage().startswith("patch loaded")]
+        assert rec.threadName.startswith("patch-load")  # not osc-<port>, not the audio worker
+        client.msg("/inst/patch/load", str(bad))
+        fail = client.recv()
+        assert fail.address == "/inst/fail" and "gain_db" in fail.args[1]
+        assert str(session.patch.path) == str(good)  # the good patch stays
+        assert session.patch.param("gain_db") == -20.0
+    finally:
+        if client is not None:
+            client.sock.close()
+        session.stop()

@@ -5,8 +5,17 @@ with the strict :mod:`instrument.control.oscwire` parser, and turns every messag
 ``/inst`` into commands, in arrival order. Bundles dated in the near future are held in a
 heap and applied by the same thread at their time; nothing ever sleeps past the next packet.
 Every refused message is counted by reason, logged (rate-limited) with sender, address,
-problem and fix, and answered with ``/inst/fail <address> <message>``. docs/OSC.md lists
-every address.
+problem and fix, and answered with ``/inst/fail <address> <message>`` (at most
+``fail_replies_per_s`` per sender; the rest are counted in ``fail_suppressed``). docs/OSC.md
+lists every address.
+
+Flood safety (the audio worker needs the GIL): a datagram applies at most ``max_messages``
+messages (a bigger bundle is cut by its element sizes before it is parsed; one ``/inst/fail``
+for the rest), ``/inst/latent ,ff`` and ``/inst/latent/x|y ,f`` take a fast path that skips
+the general parser, and the receiver yields the GIL after every ``YIELD_EVERY`` datagrams
+of a burst. A patch load runs wherever ``load_patch`` puts it: when it returns a
+:class:`concurrent.futures.Future`, the receiver keeps serving and answers
+``/inst/done``/``/inst/fail`` to the sender when the future completes.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ import heapq
 import logging
 import math
 import socket
+import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from instrument import params
@@ -34,14 +45,76 @@ RECV_BYTES = 65536
 RCVBUF_BYTES = 4 << 20  # asked for (the kernel caps it at net.core.rmem_max); >= 64 KiB needed
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if hasattr(socket, "CMSG_SPACE") else None)
 PREFIX = "/inst"
+MAX_MESSAGES = 256  # per datagram; the rest of a bigger bundle is refused
+FAIL_REPLIES_PER_S = 20.0  # /inst/fail replies per sender (burst of as many)
+YIELD_EVERY = 32  # datagrams handled back to back before the receiver yields the GIL
+LOAD_POLL_S = 0.01  # how often a pending patch load is checked for completion
 
 Sender = tuple[str, int]
 
 #: Reasons a message (or packet) is dropped; each is a key of :attr:`OscServer.counters`.
 DROP_REASONS = ("malformed", "non_finite", "nil", "no_args", "bad_type", "arg_count",
-                "out_of_range", "unknown_address", "send_failed", "internal_error")
+                "out_of_range", "unknown_address", "send_failed", "internal_error",
+                "too_many", "busy")
 _OTHER_COUNTERS = ("received", "messages", "applied", "dropped", "nil_args", "scheduled",
-                   "late", "far_future", "replies", "reply_errors", "overflow")
+                   "late", "far_future", "replies", "reply_errors", "overflow",
+                   "capped_messages", "fail_suppressed")
+
+_SIZE = struct.Struct(">i")
+_FF = struct.Struct(">ff")
+_F = struct.Struct(">f")
+# 20-byte heads (padded address + type tags) of the hot messages, read without the parser
+_FAST_LATENT = b"/inst/latent\0\0\0\0,ff\0"
+_FAST_AXIS = {b"/inst/latent/x\0\0,f\0\0": "x", b"/inst/latent/y\0\0,f\0\0": "y"}
+
+
+class Busy(ControlError):
+    """A ``load_patch`` callable raises this when a load is still running (reason ``busy``)."""
+
+
+def _count_messages(data: bytes, start: int, end: int, depth: int = 0) -> int | None:
+    """Messages in a packet from the bundles' element sizes alone (no parsing); None when
+    the sizes do not add up (the strict parser then says what is wrong)."""
+    if data[start:start + 8] != oscwire.BUNDLE_TAG:
+        return 1
+    if depth >= oscwire.MAX_BUNDLE_DEPTH or end - start < 16:
+        return None
+    pos, n = start + 16, 0
+    while pos < end:
+        if pos + 4 > end:
+            return None
+        size = _SIZE.unpack_from(data, pos)[0]
+        pos += 4
+        if size <= 0 or size % 4 or pos + size > end:
+            return None
+        if data[pos:pos + 8] == oscwire.BUNDLE_TAG:
+            k = _count_messages(data, pos, pos + size, depth + 1)
+            if k is None:
+                return None
+            n += k
+        else:
+            n += 1
+        pos += size
+    return n
+
+
+def _cut_bundle(data: bytes, start: int, end: int, budget: int) -> tuple[bytearray, int]:
+    """The bundle at ``data[start:end]`` keeping only its first ``budget`` messages (depth
+    first, nesting kept), and how many it kept. Only for sizes :func:`_count_messages` read."""
+    out = bytearray(data[start:start + 16])
+    pos, used = start + 16, 0
+    while pos < end and used < budget:
+        size = _SIZE.unpack_from(data, pos)[0]
+        el = pos + 4
+        if data[el:el + 8] == oscwire.BUNDLE_TAG:
+            inner, k = _cut_bundle(data, el, el + size, budget - used)
+            out += _SIZE.pack(len(inner)) + inner
+            used += k
+        else:
+            out += data[pos:el + size]
+            used += 1
+        pos = el + size
+    return out, used
 
 ALIAS_TARGETS = ("latent.x", "latent.y", "param.<name>", "note", "velocity", "note.<n>", "bend",
                  "gate", "freeze", "alloff", "'' (skip the argument)")
@@ -122,16 +195,24 @@ class OscServer:
 
     ``send(cmd)`` receives each command (e.g. ``Engine.send``); returning ``False`` counts a
     ``send_failed`` drop. ``status()`` returns a dict for ``/inst/status`` (the OSC counters
-    are added as ``osc.<name>``). ``load_patch(path)`` runs for ``/inst/patch/load``; when it is
+    are added as ``osc.<name>``). ``load_patch(path)`` runs for ``/inst/patch/load`` on the
+    receiver thread, so it should only start the work: returning a
+    :class:`concurrent.futures.Future` makes the reply wait for it (``/inst/done`` when it
+    completes, ``/inst/fail`` with the message of the InstrumentError or OSError it raised);
+    returning anything else replies ``/inst/done`` at once; raising :class:`Busy` (a load is
+    still running) or another InstrumentError replies ``/inst/fail`` at once. When it is
     ``None`` a :class:`~instrument.control.commands.LoadPatch` command is sent instead.
     ``horizon_s`` bounds how far ahead a bundle is held; later ones apply now with a warning.
+    ``max_messages`` caps the messages applied per datagram; ``fail_replies_per_s`` caps the
+    ``/inst/fail`` replies per sender (the refusals are still counted).
     """
 
     def __init__(self, send: Callable[[C.Command], object],
                  status: Callable[[], dict] | None = None,
                  load_patch: Callable[[str], object] | None = None, host: str = "127.0.0.1",
                  port: int = DEFAULT_PORT, horizon_s: float = 2.0, log_interval_s: float = 1.0,
-                 poll_s: float = 0.25) -> None:
+                 poll_s: float = 0.25, max_messages: int = MAX_MESSAGES,
+                 fail_replies_per_s: float = FAIL_REPLIES_PER_S) -> None:
         if not (math.isfinite(horizon_s) and horizon_s >= 0):
             raise ControlError(describe("OSC horizon_s", horizon_s, ">= 0 seconds",
                                         "pass e.g. horizon_s=2.0"))
@@ -149,6 +230,15 @@ class OscServer:
         self._subs: set[Sender] = set()
         self._subs_lock = threading.Lock()
         self._log_last: dict[str, tuple[float, int]] = {}
+        if not (isinstance(max_messages, int) and max_messages >= 1):
+            raise ControlError(describe("OSC max_messages", max_messages, "an int >= 1",
+                                        f"pass e.g. max_messages={MAX_MESSAGES}"))
+        if not (math.isfinite(fail_replies_per_s) and fail_replies_per_s > 0):
+            raise ControlError(describe("OSC fail_replies_per_s", fail_replies_per_s, "> 0",
+                                        f"pass e.g. fail_replies_per_s={FAIL_REPLIES_PER_S:g}"))
+        self.max_messages, self.fail_replies_per_s = max_messages, float(fail_replies_per_s)
+        self._fail_bucket: dict[Sender, tuple[float, float]] = {}  # tokens, time (monotonic)
+        self._loads: list[tuple[Future, Sender, str]] = []  # patch loads awaiting their reply
         self._routes = self._build_routes()
 
     # ------------------------------------------------------------------ lifecycle
@@ -212,6 +302,7 @@ class OscServer:
             self._sock.close()
         self._sock, self._thread = None, None
         self._heap.clear()
+        self._loads.clear()
 
     def __enter__(self) -> OscServer:
         return self.start()
@@ -224,8 +315,9 @@ class OscServer:
         assert sock is not None
         anc_bytes = socket.CMSG_SPACE(4) if self._ovfl else 0
         kernel_drops = 0
+        burst = 0  # datagrams handled since the socket last had to wait
         while self._running:
-            timeout = self._poll_s
+            timeout = self._poll_s if not self._loads else min(self._poll_s, LOAD_POLL_S)
             if self._heap:
                 timeout = max(0.0, min(timeout, self._heap[0][0] - time.time()))
             sock.settimeout(timeout)
@@ -233,7 +325,7 @@ class OscServer:
             try:
                 data, anc, flags, sender = sock.recvmsg(RECV_BYTES, anc_bytes)
             except (TimeoutError, BlockingIOError):
-                pass
+                burst = 0
             except OSError as e:
                 if not self._running:
                     break
@@ -257,7 +349,13 @@ class OscServer:
                                f"{RECV_BYTES} bytes was cut off; send smaller packets")
                     continue
                 self.handle_packet(data, sender)
+                burst += 1
+                if burst >= YIELD_EVERY:  # a flood: let the audio worker have the GIL
+                    burst = 0
+                    time.sleep(0)
             self._run_due()
+            if self._loads:
+                self._finish_loads()
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -412,6 +510,22 @@ class OscServer:
         """
         self._counts["received"] += 1
         try:
+            if len(data) <= 28 and self._fast(data, sender):
+                return
+            if data[:8] == oscwire.BUNDLE_TAG:
+                n = _count_messages(data, 0, len(data))
+                if n is not None and n > self.max_messages:
+                    cut, kept = _cut_bundle(data, 0, len(data), self.max_messages)
+                    self._counts["capped_messages"] += n - kept
+                    self._drop("too_many", "(packet)", sender, f"bundle holds {n} messages, "
+                               f"allowed {self.max_messages} per datagram; the first {kept} "
+                               f"are applied, the other {n - kept} refused; send smaller "
+                               "bundles (more datagrams)")
+                    data = bytes(cut)
+        except Exception as e:  # the receiver must survive anything
+            self._internal_error(e, sender)
+            return
+        try:
             packet = oscwire.parse_packet(data)
         except oscwire.OscError as e:
             self._drop("malformed", "(packet)", sender, str(e))
@@ -422,10 +536,36 @@ class OscServer:
             else:
                 self._walk_bundle(packet, None, sender)
         except Exception as e:  # the receiver must survive anything
-            if self._rate_ok("traceback")[0]:
-                log.exception("OSC internal error on a packet from %s", _sender_text(sender))
-            self._drop("internal_error", "(packet)", sender, f"internal error {e!r}; please "
-                       "report it with the packet")
+            self._internal_error(e, sender)
+
+    def _internal_error(self, e: Exception, sender: Sender) -> None:
+        if self._rate_ok("traceback")[0]:
+            log.exception("OSC internal error on a packet from %s", _sender_text(sender))
+        self._drop("internal_error", "(packet)", sender, f"internal error {e!r}; please "
+                   "report it with the packet")
+
+    def _fast(self, data: bytes, sender: Sender) -> bool:
+        """``/inst/latent ,ff`` / ``/inst/latent/x|y ,f`` with values in range, without the
+        parser (the bulk of a controller's traffic); False: take the general path, which
+        gives the same result or the refusal."""
+        n = len(data)
+        if n == 28 and data[:20] == _FAST_LATENT:
+            x, y = _FF.unpack_from(data, 20)
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):  # NaN fails too
+                return False
+            cmd = C.SetLatent(x, y)
+            address = "/inst/latent"
+        elif n == 24 and (axis := _FAST_AXIS.get(data[:20])) is not None:
+            (v,) = _F.unpack_from(data, 20)
+            if not 0.0 <= v <= 1.0:
+                return False
+            cmd = C.SetLatent(x=v) if axis == "x" else C.SetLatent(y=v)
+            address = "/inst/latent/" + axis
+        else:
+            return False
+        self._counts["messages"] += 1
+        self._send_all([cmd], address, sender)
+        return True
 
     def _walk_bundle(self, bundle: oscwire.Bundle, parent_due: float | None,
                      sender: Sender) -> None:
@@ -526,6 +666,9 @@ class OscServer:
         except InstrumentError as e:
             self._drop("out_of_range", address, sender, str(e))
             return
+        self._send_all(cmds, address, sender)
+
+    def _send_all(self, cmds: list[C.Command], address: str, sender: Sender) -> None:
         for cmd in cmds:
             try:
                 ok = self._send(cmd)
@@ -543,7 +686,24 @@ class OscServer:
         self._counts["dropped"] += 1
         self._rate_log(logging.WARNING, f"{reason}:{address}",
                        f"OSC from {_sender_text(sender)} {address}: {text}")
-        self._reply(sender, "/inst/fail", address, text)
+        if self._fail_ok(sender):
+            self._reply(sender, "/inst/fail", address, text)
+
+    def _fail_ok(self, sender: Sender) -> bool:
+        """A token bucket per sender: at most ``fail_replies_per_s`` /inst/fail replies a
+        second (bursts of as many); the others are counted in ``fail_suppressed``."""
+        now = time.monotonic()
+        rate = self.fail_replies_per_s
+        tokens, last = self._fail_bucket.get(sender, (rate, now))
+        tokens = min(rate, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._fail_bucket[sender] = (tokens, now)
+            self._counts["fail_suppressed"] += 1
+            return False
+        if len(self._fail_bucket) > 1000:  # many senders (spoofed ports): start afresh
+            self._fail_bucket.clear()
+        self._fail_bucket[sender] = (tokens - 1.0, now)
+        return True
 
     def _rate_ok(self, key: str) -> tuple[bool, int]:
         """(may log now, how many lines of this key were suppressed since the last one)."""
@@ -702,14 +862,43 @@ class OscServer:
             self._reply(s, "/inst/done", PREFIX + "/patch/load", path)
             return cmds
         try:
-            self._load_patch(path)
-        except InstrumentError as e:
-            raise _Refused("out_of_range", str(e)) from None
-        except OSError as e:
-            raise _Refused("out_of_range", describe("patch file", path, "a readable file",
-                                                    f"check the path ({e.strerror})")) from None
-        self._reply(s, "/inst/done", PREFIX + "/patch/load", path)
+            job = self._load_patch(path)
+        except Busy as e:
+            raise _Refused("busy", str(e)) from None
+        except (InstrumentError, OSError) as e:
+            raise _Refused("out_of_range", self._load_error(path, e)) from None
+        if isinstance(job, Future):
+            self._loads.append((job, s, path))  # answered by _finish_loads when it is done
+        else:
+            self._reply(s, "/inst/done", PREFIX + "/patch/load", path)
         return []
+
+    @staticmethod
+    def _load_error(path: str, e: BaseException) -> str:
+        if isinstance(e, OSError):
+            return describe("patch file", path, "a readable file",
+                            f"check the path ({e.strerror or e})")
+        return str(e)
+
+    def _finish_loads(self) -> None:
+        """Reply to the senders of the patch loads that have completed (receiver thread)."""
+        address = PREFIX + "/patch/load"
+        waiting = []
+        for job, sender, path in self._loads:
+            if not job.done():
+                waiting.append((job, sender, path))
+                continue
+            e = job.exception() if not job.cancelled() else ControlError(
+                f"patch load {path!r}: cancelled (the instrument is stopping)")
+            if e is None:
+                self._reply(sender, "/inst/done", address, path)
+            elif isinstance(e, InstrumentError | OSError):
+                self._drop("out_of_range", address, sender, self._load_error(path, e))
+            else:
+                log.error("patch load %r failed: %r", path, e)
+                self._drop("internal_error", address, sender, f"internal error {e!r} loading "
+                           f"{path!r}; please report it")
+        self._loads = waiting
 
     def _h_status(self, m: Message, s: Sender) -> list[C.Command]:
         info: dict = {}
