@@ -12,6 +12,7 @@ import math
 import re
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from instrument.errors import ConfigError, InstrumentError, describe
@@ -80,6 +81,9 @@ class Session:
         self.listener = None
         self._running = False
         self._notifier: threading.Thread | None = None
+        self._load_lock = threading.Lock()
+        self._load_pool: ThreadPoolExecutor | None = None
+        self._load_job: tuple[str, Future] | None = None  # the latest patch load
 
     NOTIFY_S = 0.05
 
@@ -124,8 +128,28 @@ class Session:
 
             self.midi.mapper = MidiMapper(patch.midi)
 
-    def load_patch(self, path: str) -> None:
-        """``/inst/patch/load``: raises InstrumentError (-> /inst/fail) or applies it."""
+    def load_patch(self, path: str) -> Future:
+        """``/inst/patch/load``: start loading ``path`` on the patch-load thread and return its
+        future (the OSC server replies when it completes). One load at a time: while one
+        runs, another raises :class:`~instrument.control.osc.Busy` (``/inst/fail ... busy``)."""
+        from instrument.control.osc import Busy
+
+        with self._load_lock:
+            job = self._load_job
+            if job is not None and not job[1].done():
+                raise Busy(f"busy: still loading patch {job[0]!r}; wait for its /inst/done or "
+                           "/inst/fail, then send the load again")
+            if self._load_pool is None:
+                self._load_pool = ThreadPoolExecutor(max_workers=1,
+                                                     thread_name_prefix="patch-load")
+            future = self._load_pool.submit(self._load_patch_now, path)
+            self._load_job = (path, future)
+            return future
+
+    def _load_patch_now(self, path: str) -> None:
+        """Read, check and apply a patch (the patch-load thread): file read, TOML parse and
+        maybe a model load happen here, never on the OSC receiver or the audio worker.
+        Raises InstrumentError (-> /inst/fail) and leaves the running patch as it was."""
         from instrument.model.modelfile import Decoder
 
         patch = _patch(path)
@@ -208,6 +232,8 @@ class Session:
                     part.stop() if hasattr(part, "stop") else part.close()
                 except Exception as e:  # keep closing the rest
                     log.warning("stopping %s: %s", type(part).__name__, e)
+        if self._load_pool is not None:  # a load still running finishes on its own
+            self._load_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def check_follow(a: argparse.Namespace) -> None:
