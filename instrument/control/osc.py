@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import select
 import socket
 import struct
 import sys
@@ -58,7 +59,7 @@ DROP_REASONS = ("malformed", "non_finite", "nil", "no_args", "bad_type", "arg_co
                 "too_many", "busy")
 _OTHER_COUNTERS = ("received", "messages", "applied", "dropped", "nil_args", "scheduled",
                    "late", "far_future", "replies", "reply_errors", "overflow",
-                   "capped_messages", "fail_suppressed")
+                   "fail_suppressed")
 
 _SIZE = struct.Struct(">i")
 _FF = struct.Struct(">ff")
@@ -72,23 +73,26 @@ class Busy(ControlError):
     """A ``load_patch`` callable raises this when a load is still running (reason ``busy``)."""
 
 
-def _count_messages(data: bytes, start: int, end: int, depth: int = 0) -> int | None:
-    """Messages in a packet from the bundles' element sizes alone (no parsing); None when
-    the sizes do not add up (the strict parser then says what is wrong)."""
-    if data[start:start + 8] != oscwire.BUNDLE_TAG:
+def _count_messages(data: bytes, start: int, end: int, limit: int, depth: int = 0) -> int | None:
+    """Messages in a packet from the bundles' element sizes alone (no parsing), counted up
+    to ``limit + 1`` (then the walk stops); None when the sizes read do not add up (the
+    strict parser then says what is wrong)."""
+    tag = oscwire.BUNDLE_TAG
+    if not data.startswith(tag, start):
         return 1
     if depth >= oscwire.MAX_BUNDLE_DEPTH or end - start < 16:
         return None
+    unpack = _SIZE.unpack_from
     pos, n = start + 16, 0
-    while pos < end:
+    while pos < end and n <= limit:
         if pos + 4 > end:
             return None
-        size = _SIZE.unpack_from(data, pos)[0]
+        size = unpack(data, pos)[0]
         pos += 4
         if size <= 0 or size % 4 or pos + size > end:
             return None
-        if data[pos:pos + 8] == oscwire.BUNDLE_TAG:
-            k = _count_messages(data, pos, pos + size, depth + 1)
+        if data.startswith(tag, pos):
+            k = _count_messages(data, pos, pos + size, limit - n, depth + 1)
             if k is None:
                 return None
             n += k
@@ -106,7 +110,7 @@ def _cut_bundle(data: bytes, start: int, end: int, budget: int) -> tuple[bytearr
     while pos < end and used < budget:
         size = _SIZE.unpack_from(data, pos)[0]
         el = pos + 4
-        if data[el:el + 8] == oscwire.BUNDLE_TAG:
+        if data.startswith(oscwire.BUNDLE_TAG, el):
             inner, k = _cut_bundle(data, el, el + size, budget - used)
             out += _SIZE.pack(len(inner)) + inner
             used += k
@@ -316,16 +320,21 @@ class OscServer:
         anc_bytes = socket.CMSG_SPACE(4) if self._ovfl else 0
         kernel_drops = 0
         burst = 0  # datagrams handled since the socket last had to wait
+        # non-blocking reads, a poll only when the socket is empty: a burst costs one
+        # system call per datagram, not a poll + a read
+        sock.setblocking(False)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         while self._running:
-            timeout = self._poll_s if not self._loads else min(self._poll_s, LOAD_POLL_S)
-            if self._heap:
-                timeout = max(0.0, min(timeout, self._heap[0][0] - time.time()))
-            sock.settimeout(timeout)
             data: bytes | None = None
             try:
                 data, anc, flags, sender = sock.recvmsg(RECV_BYTES, anc_bytes)
-            except (TimeoutError, BlockingIOError):
+            except BlockingIOError:
                 burst = 0
+                timeout = self._poll_s if not self._loads else min(self._poll_s, LOAD_POLL_S)
+                if self._heap:
+                    timeout = max(0.0, min(timeout, self._heap[0][0] - time.time()))
+                poller.poll(math.ceil(timeout * 1000))
             except OSError as e:
                 if not self._running:
                     break
@@ -353,7 +362,8 @@ class OscServer:
                 if burst >= YIELD_EVERY:  # a flood: let the audio worker have the GIL
                     burst = 0
                     time.sleep(0)
-            self._run_due()
+            if self._heap:
+                self._run_due()
             if self._loads:
                 self._finish_loads()
 
@@ -512,15 +522,15 @@ class OscServer:
         try:
             if len(data) <= 28 and self._fast(data, sender):
                 return
-            if data[:8] == oscwire.BUNDLE_TAG:
-                n = _count_messages(data, 0, len(data))
+            # the smallest message element takes 8 bytes: a short bundle cannot be over
+            if len(data) > 16 + 8 * self.max_messages and data[:8] == oscwire.BUNDLE_TAG:
+                n = _count_messages(data, 0, len(data), self.max_messages)
                 if n is not None and n > self.max_messages:
                     cut, kept = _cut_bundle(data, 0, len(data), self.max_messages)
-                    self._counts["capped_messages"] += n - kept
-                    self._drop("too_many", "(packet)", sender, f"bundle holds {n} messages, "
-                               f"allowed {self.max_messages} per datagram; the first {kept} "
-                               f"are applied, the other {n - kept} refused; send smaller "
-                               "bundles (more datagrams)")
+                    self._drop("too_many", "(packet)", sender, f"bundle holds more than "
+                               f"{self.max_messages} messages, allowed {self.max_messages} per "
+                               f"datagram; the first {kept} are applied, the rest is refused "
+                               "unread; send smaller bundles (more datagrams)")
                     data = bytes(cut)
         except Exception as e:  # the receiver must survive anything
             self._internal_error(e, sender)
