@@ -605,3 +605,20 @@ def test_session_loads_patches_off_the_receiver_thread(jack_server, random_model
         if client is not None:
             client.sock.close()
         session.stop()
+
+
+def test_releases_in_the_refused_tail_of_a_bundle_still_apply(
+        rig: tuple[OscServer, Client, Sink]) -> None:
+    """A note-off after 1,800 latents (the reviewer's stuck-note bundle) is not lost."""
+    server, client, sink = rig
+    client.msg("/inst/note", 60, 0.5)
+    lat = [w.encode_message("/inst/latent", 0.5, 0.25)] * 1800
+    tail = [w.encode_message("/inst/note", 62, 0.8), w.encode_message("/inst/note/off", 60.0),
+            w.encode_message("/inst/note", 61, 0), w.encode_message("/inst/gate", False),
+            w.encode_message("/inst/gate", True), w.encode_message("/inst/alloff")]
+    client.send(w.encode_bundle(lat + [w.encode_bundle(tail[:3])] + tail[3:]))
+    (fail,) = client.sync()
+    got = sink.take()
+    assert got[0] == C.NoteOn(60, 0.5) and got[1:257] == [C.SetLatent(0.5, 0.25)] * 256
+    assert got[257:] == [C.NoteOff(60), C.NoteOff(61), C.Gate(False), C.AllNotesOff()]
+    assert "the 4 note-offs/all-offs/gate-offs after them" in fail.args[1]

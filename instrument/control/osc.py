@@ -102,23 +102,55 @@ def _count_messages(data: bytes, start: int, end: int, limit: int, depth: int = 
     return n
 
 
-def _cut_bundle(data: bytes, start: int, end: int, budget: int) -> tuple[bytearray, int]:
+_RELEASE_HINTS = (b"/inst/note", b"/inst/alloff", b"/inst/gate")
+_RELEASE_HEADS = (b"/inst/note/off\0", b"/inst/alloff\0", b"/inst/note\0", b"/inst/gate\0")
+
+
+def _is_release(data: bytes, start: int, end: int) -> bool:
+    """Is the message at ``data[start:end]`` a note-off, all-off or gate-off (literal)?"""
+    if not data.startswith(_RELEASE_HEADS, start, end):
+        return False
+    try:
+        m = oscwire.parse_packet(data[start:end])
+    except oscwire.OscError:
+        return False
+    assert isinstance(m, Message)
+    if m.address in (PREFIX + "/note/off", PREFIX + "/alloff"):
+        return True
+    i = 1 if m.address == PREFIX + "/note" else 0
+    if len(m.types) <= i:
+        return False
+    t, v = m.types[i], m.args[i]
+    return t == "F" or (t in "ifdh" and v == 0)
+
+
+def _cut_bundle(data: bytes, start: int, end: int, budget: int,
+                releases: bool) -> tuple[bytearray, int, int]:
     """The bundle at ``data[start:end]`` keeping only its first ``budget`` messages (depth
-    first, nesting kept), and how many it kept. Only for sizes :func:`_count_messages` read."""
+    first, nesting and timetags kept), plus with ``releases`` every later note-off, all-off
+    and gate-off (so a refused tail never leaves a note stuck). Returns (bundle, messages
+    kept within the budget, releases kept after it). For sizes :func:`_count_messages`
+    read; the rest of the walk stops at the first size that does not add up."""
     out = bytearray(data[start:start + 16])
-    pos, used = start + 16, 0
-    while pos < end and used < budget:
+    pos, used, kept = start + 16, 0, 0
+    while pos + 4 <= end and (used < budget or releases):
         size = _SIZE.unpack_from(data, pos)[0]
         el = pos + 4
+        if size <= 0 or size % 4 or el + size > end:
+            break
         if data.startswith(oscwire.BUNDLE_TAG, el):
-            inner, k = _cut_bundle(data, el, el + size, budget - used)
-            out += _SIZE.pack(len(inner)) + inner
-            used += k
-        else:
+            inner, k, r = _cut_bundle(data, el, el + size, budget - used, releases)
+            if k or r or used < budget:
+                out += _SIZE.pack(len(inner)) + inner
+            used, kept = used + k, kept + r
+        elif used < budget:
             out += data[pos:el + size]
             used += 1
+        elif _is_release(data, el, el + size):
+            out += data[pos:el + size]
+            kept += 1
         pos = el + size
-    return out, used
+    return out, used, kept
 
 ALIAS_TARGETS = ("latent.x", "latent.y", "param.<name>", "note", "velocity", "note.<n>", "bend",
                  "gate", "freeze", "alloff", "'' (skip the argument)")
@@ -526,11 +558,16 @@ class OscServer:
             if len(data) > 16 + 8 * self.max_messages and data[:8] == oscwire.BUNDLE_TAG:
                 n = _count_messages(data, 0, len(data), self.max_messages)
                 if n is not None and n > self.max_messages:
-                    cut, kept = _cut_bundle(data, 0, len(data), self.max_messages)
+                    releases = any(data.find(h, 16) >= 0 for h in _RELEASE_HINTS)
+                    cut, used, kept = _cut_bundle(data, 0, len(data), self.max_messages,
+                                                  releases)
                     self._drop("too_many", "(packet)", sender, f"bundle holds more than "
                                f"{self.max_messages} messages, allowed {self.max_messages} per "
-                               f"datagram; the first {kept} are applied, the rest is refused "
-                               "unread; send smaller bundles (more datagrams)")
+                               f"datagram; the first {used} are applied"
+                               + (f" and the {kept} note-offs/all-offs/gate-offs after them"
+                                  if kept else "")
+                               + ", the rest is refused unread; send smaller bundles (more "
+                               "datagrams)")
                     data = bytes(cut)
         except Exception as e:  # the receiver must survive anything
             self._internal_error(e, sender)
