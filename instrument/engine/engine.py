@@ -448,6 +448,19 @@ class Engine:
 
     # ---------------------------------------------------------------- one hop
     def _smooth_params(self) -> None:
+        if self._smoothing:
+            self._smooth_moving()
+        lat, tgt = self._latent, self._latent_target
+        if lat[0] == tgt[0] and lat[1] == tgt[1]:  # settled: nothing to glide
+            return
+        glide_ms = self._target["glide_ms"]
+        a = 1.0 if glide_ms <= 0.0 else 1.0 - math.exp(-self.hop_ms / glide_ms)
+        for i in (0, 1):
+            gap = tgt[i] - lat[i]
+            # snap when close, so a settled latent is exactly steady (the synth then skips work)
+            lat[i] = tgt[i] if abs(gap) < 1e-6 else lat[i] + gap * a
+
+    def _smooth_moving(self) -> None:
         for name in list(self._smoothing):  # only the parameters still moving
             cur, tgt = self._smooth[name], self._target[name]
             if cur != tgt:
@@ -456,13 +469,6 @@ class Engine:
                 self._smooth[name] = tgt if abs(tgt - nxt) < 1e-6 * (1 + abs(tgt)) else nxt
             if self._smooth[name] == tgt:
                 self._smoothing.discard(name)
-        glide_ms = self._target["glide_ms"]
-        a = 1.0 if glide_ms <= 0.0 else 1.0 - math.exp(-self.hop_ms / glide_ms)
-        for i in (0, 1):
-            gap = self._latent_target[i] - self._latent[i]
-            # snap when close, so a settled latent is exactly steady (the synth then skips work)
-            self._latent[i] = self._latent_target[i] if abs(gap) < 1e-6 else \
-                self._latent[i] + gap * a
 
     def _render_hop(self) -> np.ndarray:
         if self._pending_decoder is not None:
@@ -471,12 +477,11 @@ class Engine:
                 self._noise.set_bands(self.decoder.noise_band_edges_hz)
         self._take_due_commands()
         self._smooth_params()
-        t, s = self._target, self._smooth
-        levels = []
-        for v in self._voices:
-            levels.append(advance(v, self.hop_ms, t["attack_ms"], t["decay_ms"], t["sustain"],
-                                  t["release_ms"]) * v.velocity)
-        out_gain = _db(s["gain_db"]) * REFERENCE_RMS
+        t = self._target
+        hop_ms, att, dec, sus, rel = (self.hop_ms, t["attack_ms"], t["decay_ms"], t["sustain"],
+                                      t["release_ms"])
+        levels = [advance(v, hop_ms, att, dec, sus, rel) * v.velocity for v in self._voices]
+        out_gain = _db(self._smooth["gain_db"]) * REFERENCE_RMS
         if not self.pitched:
             y = self._synth_unpitched(levels, out_gain)
         elif self._voices:
@@ -486,54 +491,69 @@ class Engine:
             self._sample += self.hop_samples
             return self._zeros
         else:
+            self._steady_key = None  # the noise synth ran without voices
             y = self._noise.process(np.zeros((0, 1), np.float32), np.zeros(0, np.float32))
+        done = False
         for v in self._voices:
             v.sounded = True
-        for v in [v for v in self._voices if v.done]:
-            self._voices.remove(v)
-            self._free.append(v.slot)
+            done = done or v.done
+        if done:
+            for v in [v for v in self._voices if v.done]:
+                self._voices.remove(v)
+                self._free.append(v.slot)
         self._hop_index += 1
         self._sample += len(y)
-        y = self._limiter.process(y)
-        if not np.isfinite(y).all():  # last guard: never let NaN reach the audio
+        if not len(y):
+            return y
+        hi, lo = float(y.max()), float(y.min())  # NaN and inf propagate to these
+        if not (math.isfinite(hi) and math.isfinite(lo)):  # never let NaN reach the audio
             self.nonfinite_output += 1
             y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
             self._reset_synths()
+            self._steady_key = self._decode_key = None
+            hi, lo = float(y.max()), float(y.min())
+        peak = max(hi, -lo)
+        y = self._limiter.process(y, peak)
         if self.pitched and not self._voices:  # the noise tail has just played out?
             self._silent = not y.any() and not self._noise.tail.any() \
                 and self._limiter.reduction == 0.0
         else:
             self._silent = False
-        return np.clip(y, -1.0, 1.0, out=y)
+        if peak > 1.0:  # the limiter's gain is <= 1: below 1 in, below 1 out
+            np.minimum(y, 1.0, out=y)
+            np.maximum(y, -1.0, out=y)
+        return y
 
     def _synth(self, levels: list[float], out_gain: float) -> np.ndarray:
         dec = self.decoder
         voices = self._voices
-        n_v = len(voices)
-        slots = np.fromiter((v.slot for v in voices), np.int64, n_v)
-        f0 = np.fromiter((self._voice_hz(v.key) for v in voices), np.float64, n_v)
-        key = (dec, tuple(self._latent), f0.tobytes())
-        if key == self._decode_key:  # same decoder, latent and pitches as the last hop
-            harm, noise = self._decoded
-        else:
-            harm, noise = self._decode(dec, f0)
-            self._decode_key, self._decoded = key, (harm, noise)
+        # Python tuples for the keys: cheaper than arrays, the same equality for finite f0
+        f0_t = tuple([self._voice_hz(v.key) for v in voices])
+        key = (dec, self._latent[0], self._latent[1], f0_t)
         s = self._smooth
-        steady = (key, slots.tobytes(), tuple(levels), out_gain, s["harmonic_db"],
-                  s["noise_db"])
-        if steady == self._steady_key and self._steady_glide_done:
-            amps, n_gain = self._steady_out  # all as the last hop: the same arrays
+        steady = (key, tuple([v.slot for v in voices]), tuple(levels), out_gain,
+                  s["harmonic_db"], s["noise_db"])
+        same = steady == self._steady_key
+        if same and self._steady_glide_done:
+            slots, f0, amps, n_gain = self._steady_out  # all as the last hop: the same arrays
             y = self._harm.process(slots, amps, f0, same_as_last=True)
         else:
-            lev = np.asarray(levels, np.float64) * out_gain
+            slots = np.array(steady[1], np.int64)
+            f0 = np.array(f0_t, np.float64)
+            if key == self._decode_key:  # same decoder, latent and pitches as the last hop
+                harm, noise = self._decoded
+            else:
+                harm, noise = self._decode(dec, f0)
+                self._decode_key, self._decoded = key, (harm, noise)
+            lev = np.array(levels, np.float64) * out_gain
             h_gain = (lev * _db(s["harmonic_db"])).astype(np.float32)
             n_gain = (lev * _db(s["noise_db"])).astype(np.float32)
             amps = harm * h_gain[:, None]
             # same inputs next hop may take the steady path once this hop's f0 glide is over
-            self._steady_glide_done = steady == self._steady_key
-            self._steady_key, self._steady_out = steady, (amps, n_gain)
+            self._steady_glide_done = same
+            self._steady_key, self._steady_out = steady, (slots, f0, amps, n_gain)
             y = self._harm.process(slots, amps, f0)
-        y += self._noise.process(noise, n_gain)
+        y += self._noise.process(self._decoded[1], n_gain, same_as_last=same)
         return y
 
     def _synth_unpitched(self, levels: list[float], out_gain: float) -> np.ndarray:

@@ -51,6 +51,13 @@ class HarmonicSynth:
         self._log_ramp = self._ramp.astype(np.float64)
         self._spec_scale = np.complex64(-0.5j * self.table_size)  # irfft -> sum a_k sin
         self._pow2 = self.table_size & (self.table_size - 1) == 0
+        # work buffers of the steady path (rows [:V] used), so a held note allocates little
+        shape = (self.n_slots, self.hop_samples)
+        self._ph = np.empty(shape, np.float64)
+        self._idx = np.empty(shape, np.int64)
+        self._frac = np.empty(shape, np.float32)
+        self._p0 = np.empty(shape, np.float32)
+        self._y = np.empty(shape, np.float32)
 
     def start(self, slot: int, f0_hz: float) -> None:
         """A new voice in ``slot``: silent previous table, phase 0, f0 without glide."""
@@ -88,29 +95,7 @@ class HarmonicSynth:
                             np.float32(0.0))
             steady = np.array_equal(f0_0, f0_1) and np.array_equal(amps, self.amps[slots])
         if steady:  # nothing changed: read the stored tables, no new table, no crossfade
-            inc = f0_0 / self.sample_rate
-            ph = self.phase_cycles[slots, None] + inc[:, None] * self._n[None, :]
-            self.phase_cycles[slots] = (self.phase_cycles[slots] + inc * hop) % 1.0
-            if self._pow2:  # ph * L and the floor are exact: same values as (ph % 1) * L
-                pos = np.multiply(ph, L, out=ph)
-                idx = pos.astype(np.int64)
-                frac = np.subtract(pos, idx, out=pos).astype(np.float32)
-                idx &= L - 1
-            else:
-                pos = (ph % 1.0) * L
-                idx = pos.astype(np.int64)
-                np.minimum(idx, L - 1, out=idx)
-                frac = (pos - idx).astype(np.float32)
-            flat = self.tables.reshape(-1)
-            i0 = idx
-            i0 += slots[:, None] * self._L1
-            p0 = flat[i0]
-            i0 += 1
-            y = flat[i0]
-            y -= p0
-            y *= frac
-            y += p0
-            return y.sum(axis=0, dtype=np.float32) if len(slots) > 1 else y[0]
+            return self._read_steady(slots, f0_0)
         self.amps[slots] = amps
         spec = np.zeros((len(slots), self.n_harmonics + 1), np.complex64)
         spec[:, 1:] = amps * self._spec_scale
@@ -145,6 +130,40 @@ class HarmonicSynth:
         y = p + self._ramp[None, :] * (c - p)
         self.tables[slots] = cur
         return y.sum(axis=0, dtype=np.float32) if len(slots) > 1 else y[0]
+
+    def _read_steady(self, slots: np.ndarray, f0_hz: np.ndarray) -> np.ndarray:
+        """One hop read from the stored tables at constant f0 (no crossfade), computed in the
+        work buffers; returns a new (hop,) array."""
+        v, hop, L = len(slots), self.hop_samples, self.table_size
+        inc = f0_hz / self.sample_rate
+        start = self.phase_cycles[slots]
+        ph = np.multiply(inc[:, None], self._n, out=self._ph[:v])
+        ph += start[:, None]
+        self.phase_cycles[slots] = (start + inc * hop) % 1.0
+        idx, frac = self._idx[:v], self._frac[:v]
+        if self._pow2:  # ph * L and the floor are exact: same values as (ph % 1) * L
+            ph *= L
+            np.copyto(idx, ph, casting="unsafe")  # truncation, as astype(int64)
+            ph -= idx
+            np.copyto(frac, ph, casting="same_kind")
+            idx &= L - 1
+        else:
+            ph %= 1.0
+            ph *= L
+            np.copyto(idx, ph, casting="unsafe")
+            np.minimum(idx, L - 1, out=idx)
+            ph -= idx
+            np.copyto(frac, ph, casting="same_kind")
+        flat = self.tables.reshape(-1)
+        idx += (slots * self._L1)[:, None]
+        p0, y = self._p0[:v], self._y[:v]
+        np.take(flat, idx, out=p0)
+        idx += 1
+        np.take(flat, idx, out=y)
+        y -= p0
+        y *= frac
+        y += p0
+        return y.sum(axis=0, dtype=np.float32) if v > 1 else y[0].copy()
 
 
 def band_bin_weights(edges_hz: np.ndarray, n_fft: int, sample_rate: int,
@@ -201,6 +220,8 @@ class NoiseSynth:
     def set_bands(self, edges_hz: np.ndarray) -> None:
         self.weights = band_bin_weights(edges_hz, self.n_fft, self.sample_rate, self.max_hz)
         self._last_power = np.zeros(0)
+        self._last_zero = True  # the last call with voices had no noise power
+        self._last_valid = False  # _last_zero describes the last call (no set_bands since)
         self._mag = np.zeros(self.n_bins, np.float32)
         self._ready = 0  # frames of the batch made with the current magnitudes: [_row, _ready)
 
@@ -227,20 +248,34 @@ class NoiseSynth:
         self._row = r + 1
         return self._frames[r]
 
-    def process(self, band_rms: np.ndarray, gains: np.ndarray) -> np.ndarray:
-        """One hop from ``band_rms`` (V, n_bands) linear RMS and per-voice gains (V,)."""
+    def process(self, band_rms: np.ndarray, gains: np.ndarray,
+                same_as_last: bool = False) -> np.ndarray:
+        """One hop from ``band_rms`` (V, n_bands) linear RMS and per-voice gains (V,).
+
+        ``same_as_last``: the caller vouches that both equal the previous call's (the band
+        powers are then not recomputed). Returns a new (hop,) array.
+        """
         hop = self.hop_samples
-        if len(gains) == 1:
-            band_power = np.square(band_rms[0] * gains[0], dtype=np.float32)
+        if same_as_last and self._last_valid and len(gains):
+            zero, changed = self._last_zero, False
         else:
-            band_power = (np.square(gains)[:, None] * np.square(band_rms)).sum(axis=0)
-        if len(gains) == 0 or not band_power.any():
+            if len(gains) == 1:
+                band_power = np.square(band_rms[0] * gains[0], dtype=np.float32)
+            elif len(gains):
+                band_power = (np.square(gains)[:, None] * np.square(band_rms)).sum(axis=0)
+            zero = len(gains) == 0 or not band_power.any()
+            changed = False
+            if len(gains):
+                self._last_zero, self._last_valid = zero, True
+                if not zero:
+                    changed = not np.array_equal(band_power, self._last_power)
+                    if changed:  # else reuse the bin magnitudes and the frames already made
+                        self._last_power = band_power
+                        self._mag = np.sqrt((band_power.astype(np.float32) @ self.weights)
+                                            * 0.5)
+        if zero:
             out, self.tail = self.tail, np.zeros(hop, np.float32)
             return out
-        changed = not np.array_equal(band_power, self._last_power)
-        if changed:  # else reuse the bin magnitudes and the frames already made
-            self._last_power = band_power
-            self._mag = np.sqrt((band_power.astype(np.float32) @ self.weights) * 0.5)
         frame = self._frame(changed)
         y = self.tail + frame[:hop]
         np.copyto(self.tail, frame[hop:])
@@ -268,12 +303,14 @@ class Limiter:
         self._bpow = self._beta ** n
         self._binv = self._beta ** (-n)
 
-    def process(self, x: np.ndarray) -> np.ndarray:
-        """Limit one block (any length; the hop size is the cheap case)."""
+    def process(self, x: np.ndarray, peak: float | None = None) -> np.ndarray:
+        """Limit one block (any length; the hop size is the cheap case). ``peak``: max |x|
+        when the caller has it (far below the ceiling, the block passes untouched)."""
         n = len(x)
         if n == 0:
             return x
-        peak = float(np.max(np.abs(x)))
+        if peak is None:
+            peak = float(np.abs(x).max())
         if peak <= self.ceiling and self.reduction < 1e-7:
             self.reduction = 0.0
             return x
