@@ -154,3 +154,120 @@ def test_timetags() -> None:
     assert w.timetag_to_unix(tt) == pytest.approx(t, abs=1e-6)
     assert w.Bundle(w.IMMEDIATE, ()).unix_s is None
     assert w.Bundle(tt, ()).unix_s == pytest.approx(t, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- fast paths
+# The address check and the fixed-size argument read are compiled / one-call fast paths;
+# these tests hold them to the reference behaviour they replaced.
+
+
+def _reference_address_refused(addr: str) -> bool:
+    """The per-character address check the compiled one replaced (the reference)."""
+    return any(ord(ch) < 0x20 or ch == " " for ch in addr)
+
+
+def test_address_check_matches_the_reference_on_every_code_point() -> None:
+    differ = [c for c in range(0x110000)
+              if (w._ADDRESS_BAD_CHAR.search("/a" + chr(c) + "b") is not None)
+              != _reference_address_refused("/a" + chr(c) + "b")]
+    assert differ == []
+
+
+# Bytes an address is drawn from: C0 controls, space, DEL, '#', pattern and regex characters,
+# high bytes (invalid alone), valid multi-byte UTF-8 (C1 NEL, line separator, BOM, emoji) and
+# an encoded lone surrogate (invalid in strict UTF-8).
+_HOSTILE_PIECES = ([bytes([b]) for b in range(1, 0x21)]
+                   + [b"\x7f", b"#", b"*", b"?", b"[", b"]", b"{", b"}", b"!", b",", b"-",
+                      b"/", b".", b"\\", b"^", b"$", b"a", b"Z", b"0", b"_"]
+                   + [bytes([b]) for b in (0x80, 0xBF, 0xC0, 0xC3, 0xE2, 0xF0, 0xFF)]
+                   + ["\u0085".encode(), "\u2028".encode(), "\ufeff".encode(), "é".encode(),
+                      "\U0001F3B9".encode(), b"\xed\xa0\x80"])
+
+
+def _random_addresses(count: int) -> list[bytes]:
+    import random
+    rng = random.Random(20260)
+    out = [b"/", b"//", b"/ ", b"/\x1f", b"/\x7f", b"/#bundle", b"/" + b"a" * 4000,
+           b"/" + b"a" * 4000 + b" ", b"/" + "é".encode() * 1500 + b"\x01"]
+    for _ in range(count):
+        n = rng.choice((1, 2, 3, 5, 8, 20, 60, 300))
+        out.append(b"/" + b"".join(rng.choice(_HOSTILE_PIECES) for _ in range(n)))
+    return out
+
+
+def test_parser_accepts_and_refuses_addresses_like_the_reference() -> None:
+    checked = {"accepted": 0, "utf8": 0, "chars": 0}
+    for raw in _random_addresses(3000):
+        packet = raw + b"\x00" * (4 - len(raw) % 4) + b",f\x00\x00" + struct.pack(">f", 0.5)
+        try:
+            addr = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            with pytest.raises(w.OscError, match="not valid UTF-8"):
+                w.parse_packet(packet)
+            checked["utf8"] += 1
+            continue
+        if _reference_address_refused(addr):
+            with pytest.raises(w.OscError, match="spaces or control characters"):
+                w.parse_packet(packet)
+            checked["chars"] += 1
+        else:
+            assert w.parse_packet(packet) == w.Message(addr, "f", (0.5,))
+            checked["accepted"] += 1
+    assert min(checked.values()) > 100, checked  # every branch really exercised
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"", "0 bytes"),                                 # nothing at all
+    (b"\x00\x00\x00\x00", "not OSC"),                 # empty address
+    (b" /a\x00", "not OSC"),                          # leading space
+    (b"#a\x00\x00", "not OSC"),                       # '#' but not a bundle
+])
+def test_addresses_without_a_leading_slash_are_refused(raw: bytes, words: str) -> None:
+    with pytest.raises(w.OscError, match=words):
+        w.parse_packet(raw)
+
+
+def _describe(fn, data: bytes) -> tuple:
+    """A comparable outcome: argument types and reprs (NaN-safe), or the error text."""
+    try:
+        m = fn(data)
+    except w.OscError as e:
+        return ("error", str(e))
+    return ("ok", m.address, m.types, tuple((type(a).__name__, repr(a)) for a in m.args))
+
+
+def test_fixed_size_fast_path_matches_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random tag strings and payloads (exact, short, long) give the same result with the
+    one-unpack fast path as with the per-tag general path."""
+    import random
+    rng = random.Random(7)
+    packets = []
+    for _ in range(1500):
+        n_tags = rng.choice((0, 1, 2, 3, 5, 9, 70, 200))  # > 64: planned without the cache
+        alphabet = "ifdhtrmTFNI" * 8 + "sSbcq" if n_tags < 64 else "ifdhtrmTFNI" * 60 + "s"
+        types = "".join(rng.choice(alphabet) for _ in range(n_tags))
+        size = sum({"d": 8, "h": 8, "t": 8}.get(t, 0 if t in "TFNI" else 4) for t in types)
+        size = max(0, size + rng.choice((0, 0, 0, -4, 4, -8)))
+        head = w._pad_str(b"/inst/x") + w._pad_str(("," + types).encode())
+        packets.append(head + rng.randbytes(size))
+    fast = [_describe(w.parse_packet, p) for p in packets]
+    # No plan: every message takes the per-tag general path.
+    monkeypatch.setattr(w, "_MAX_CACHED_TAGS", -1)
+    monkeypatch.setattr(w, "_build_plan", lambda types: None)
+    general = [_describe(w.parse_packet, p) for p in packets]
+    assert fast == general
+    assert sum(f[0] == "ok" for f in fast) > 300  # both accepted and refused packets seen
+    assert sum(f[0] == "error" for f in fast) > 300
+
+
+def test_no_data_tags_sit_between_fixed_arguments() -> None:
+    data = w.encode_message("/a", True, 1.5, None, 7, w.INFINITUM, False, types="TfNiIF")
+    assert w.parse_packet(data).args == (True, 1.5, None, 7, w.INFINITUM, False)
+
+
+def test_bundle_tag_is_only_read_inside_its_element() -> None:
+    """A 4-byte element '#bun' followed by 'dle\\0' is not a bundle: the tag is cut off."""
+    data = (w.BUNDLE_TAG + struct.pack(">Q", w.IMMEDIATE) + struct.pack(">i", 4) + b"#bun"
+            + b"dle\x00")
+    with pytest.raises(w.OscError, match="not OSC"):
+        w.parse_packet(data)

@@ -145,13 +145,47 @@ def _decode(raw: bytes, what: str, r: _Reader) -> str:
                        f"0x{raw[e.start]:02X} at {e.start}); send UTF-8 text") from None
 
 
+# Characters an address may not hold: C0 controls (U+0000..U+001F) and space. Anything else
+# (DEL, non-ASCII, '#', pattern characters) is accepted here; patterns are checked on dispatch.
+_ADDRESS_BAD_CHAR = re.compile(r"[\x00-\x20]")
+
+# Fixed-size argument tags -> struct codes; tags that carry no bytes -> their value.
+_FIXED_CODES = {"i": "i", "f": "f", "d": "d", "h": "q", "t": "Q", "r": "I", "m": "4s"}
+_NO_DATA_VALUES: dict[str, Arg] = {"T": True, "F": False, "N": None, "I": INFINITUM}
+_MAX_CACHED_TAGS = 64  # longer tag strings are planned afresh (keeps the cache small)
+_UNPACKED = object()  # layout slot: the next unpacked value
+_Plan = tuple[struct.Struct, tuple[object, ...] | None]
+
+
+def _build_plan(types: str) -> _Plan | None:
+    """One struct for a tag string of only fixed-size / no-data tags, plus (when no-data tags
+    are present) the layout: per tag, its value or _UNPACKED; None when any tag needs the
+    general path."""
+    codes: list[str] = []
+    layout: list[object] = []
+    for t in types:
+        code = _FIXED_CODES.get(t)
+        if code is not None:
+            codes.append(code)
+            layout.append(_UNPACKED)
+        elif t in _NO_DATA_VALUES:
+            layout.append(_NO_DATA_VALUES[t])
+        else:
+            return None
+    has_no_data = len(codes) != len(layout)
+    return struct.Struct(">" + "".join(codes)), tuple(layout) if has_no_data else None
+
+
+_cached_plan = functools.lru_cache(maxsize=256)(_build_plan)
+
+
 def _parse_message(data: bytes, start: int, end: int) -> Message:
     r = _Reader(data, start, end, "message")
     addr = _decode(r.string("address"), "address", r)
     if not addr.startswith("/"):
         raise OscError(f"OSC message: address {addr!r} does not start with '/'; "
                        "send an address like /inst/ping")
-    if any(ord(ch) < 0x20 or ch == " " for ch in addr):
+    if _ADDRESS_BAD_CHAR.search(addr) is not None:
         raise OscError(f"OSC message: address {addr!r} contains spaces or control characters; "
                        "send printable characters only")
     r.where = f"message {addr}"
@@ -162,6 +196,17 @@ def _parse_message(data: bytes, start: int, end: int) -> Message:
         raise OscError(f"OSC message {addr}: type tag string {tag_raw!r} does not start with ','; "
                        "send a type tag string such as ',ff'")
     types = _decode(tag_raw[1:], "type tag string", r)
+    plan = _cached_plan(types) if len(types) <= _MAX_CACHED_TAGS else _build_plan(types)
+    if plan is not None and plan[0].size == r.end - r.pos:
+        # Fast path: every argument is fixed-size and the bytes left are exactly what the
+        # tags declare, so one unpack reads them all. Any other length (truncated, trailing
+        # bytes) takes the general path below, which names the exact problem.
+        values = plan[0].unpack_from(data, r.pos)
+        if plan[1] is None:
+            return Message(addr, types, values)
+        unpacked = iter(values)
+        return Message(addr, types, tuple(next(unpacked) if v is _UNPACKED else v
+                                          for v in plan[1]))  # type: ignore[misc]
     args: list[Arg] = []
     for t in types:
         if t == "i":
@@ -216,7 +261,7 @@ def _parse(data: bytes, start: int, end: int, depth: int) -> Packet:
     if n % 4:
         raise OscError(f"OSC packet: got {n} bytes, allowed a multiple of 4; the packet is "
                        "truncated or not OSC")
-    if data[start:start + 8] == BUNDLE_TAG:
+    if data.startswith(BUNDLE_TAG, start, end):
         if depth >= MAX_BUNDLE_DEPTH:
             raise OscError(f"OSC bundle: nested deeper than {MAX_BUNDLE_DEPTH}; flatten it")
         r = _Reader(data, start + 8, end, "bundle")
@@ -230,7 +275,7 @@ def _parse(data: bytes, start: int, end: int, depth: int) -> Packet:
             elements.append(_parse(data, r.pos, r.pos + size, depth + 1))
             r.pos += size
         return Bundle(timetag, tuple(elements))
-    if data[start:start + 1] != b"/":
+    if not data.startswith(b"/", start, end):
         head = bytes(data[start:start + 12])
         raise OscError(f"OSC packet: starts with {head!r}, allowed '/' (message) or '#bundle'; "
                        "this is not OSC, check what is sending to this port")
