@@ -587,14 +587,19 @@ class Engine:
         knob = np.empty((len(f0), 2), np.float32)
         knob[:, 0], knob[:, 1] = self._latent
         raw = dec.decode_log(knob, f0)
-        if not np.isfinite(raw).all():
+        # a NaN or inf anywhere makes the sum non-finite: the exact check only then
+        if not math.isfinite(float(raw.sum())) and not np.isfinite(raw).all():
             self.sanitized_frames += 1
             raw = np.nan_to_num(raw, nan=LOG_FLOOR, posinf=LOG_CEIL, neginf=LOG_FLOOR)
-        amp = np.exp(np.clip(raw, LOG_FLOOR, LOG_CEIL)) - AMP_FLOOR
+        amp = np.maximum(raw, LOG_FLOOR)  # np.clip's values, without its wrapper
+        np.minimum(amp, LOG_CEIL, out=amp)
+        np.exp(amp, out=amp)
+        amp -= AMP_FLOOR
         np.maximum(amp, 0.0, out=amp)
         n_h = dec.n_harmonics
         harm, noise = amp[:, :n_h], amp[:, n_h:]
-        power = 0.5 * np.square(harm).sum(axis=1) + np.square(noise).sum(axis=1)
+        sq = np.square(amp)
+        power = 0.5 * sq[:, :n_h].sum(axis=1) + sq[:, n_h:].sum(axis=1)
         norm = np.where(power > 1e-12, 1.0 / np.sqrt(np.maximum(power, 1e-12)), 0.0)
         norm = norm.astype(np.float32)[:, None]
         return harm * norm, noise * norm

@@ -58,6 +58,12 @@ class HarmonicSynth:
         self._frac = np.empty(shape, np.float32)
         self._p0 = np.empty(shape, np.float32)
         self._y = np.empty(shape, np.float32)
+        self._idx2 = np.empty(shape, np.int64)
+        self._c0 = np.empty(shape, np.float32)
+        self._c = np.empty(shape, np.float32)
+        self._spec = np.zeros((self.n_slots, self.n_harmonics + 1), np.complex64)  # DC stays 0
+        self._cur = np.empty((self.n_slots, self._L1), np.float32)
+        self._slot_rows = np.arange(self.n_slots, dtype=np.int64) * self._L1
 
     def start(self, slot: int, f0_hz: float) -> None:
         """A new voice in ``slot``: silent previous table, phase 0, f0 without glide."""
@@ -86,50 +92,69 @@ class HarmonicSynth:
             return np.zeros(hop, np.float32)
         f0_0 = self.f0_hz[slots]
         if same_as_last:
-            steady = True
-        else:
-            f0_1 = np.asarray(f0_end_hz, np.float64)
-            # band limit: zero harmonics at or above max_hz for the highest f0 of the hop
-            f_top = np.maximum(f0_0, f0_1)
-            amps = np.where(self._harm_k[None, :] * f_top[:, None] < self.max_hz, amps,
-                            np.float32(0.0))
-            steady = np.array_equal(f0_0, f0_1) and np.array_equal(amps, self.amps[slots])
-        if steady:  # nothing changed: read the stored tables, no new table, no crossfade
             return self._read_steady(slots, f0_0)
+        f0_1 = np.asarray(f0_end_hz, np.float64)
+        f_same = bool((f0_0 == f0_1).all())
+        # band limit: zero harmonics at or above max_hz for the highest f0 of the hop
+        f_top = f0_0 if f_same else np.maximum(f0_0, f0_1)
+        keep = self._harm_k[None, :] * f_top[:, None] < self.max_hz
+        if not keep.all():
+            amps = np.where(keep, amps, np.float32(0.0))
+        if f_same and (amps == self.amps[slots]).all():
+            # nothing changed: read the stored tables, no new table, no crossfade
+            return self._read_steady(slots, f0_0)
+        v = len(slots)
         self.amps[slots] = amps
-        spec = np.zeros((len(slots), self.n_harmonics + 1), np.complex64)
+        spec = self._spec[:v]
         spec[:, 1:] = amps * self._spec_scale
-        cur = np.empty((len(slots), self._L1), np.float32)
+        cur = self._cur[:v]
         cur[:, :L] = np.fft.irfft(spec, L, axis=1)
         cur[:, L] = cur[:, 0]
         # phase (cycles) at each sample of the hop, then the next hop's start phase
         inc0 = f0_0 / self.sample_rate
-        if np.array_equal(f0_0, f0_1):
-            ph = self.phase_cycles[slots, None] + inc0[:, None] * self._n[None, :]
-            nxt = self.phase_cycles[slots] + inc0 * hop
+        start = self.phase_cycles[slots]
+        if f_same:
+            ph = np.multiply(inc0[:, None], self._n, out=self._ph[:v])
+            ph += start[:, None]
+            nxt = start + inc0 * hop
         else:
             inc = inc0[:, None] * (f0_1 / f0_0)[:, None] ** self._log_ramp[None, :]
             csum = np.cumsum(inc, axis=1)
-            ph = self.phase_cycles[slots, None] + (csum - inc)
-            nxt = self.phase_cycles[slots] + csum[:, -1]
+            ph = start[:, None] + (csum - inc)
+            nxt = start + csum[:, -1]
         self.phase_cycles[slots] = nxt % 1.0
         self.f0_hz[slots] = f0_1
-        pos = (ph % 1.0) * L
-        idx = pos.astype(np.int64)
+        ph %= 1.0
+        ph *= L
+        idx, frac = self._idx[:v], self._frac[:v]
+        np.copyto(idx, ph, casting="unsafe")  # truncation, as astype(int64)
         np.minimum(idx, L - 1, out=idx)
-        frac = (pos - idx).astype(np.float32)
+        ph -= idx
+        np.copyto(frac, ph, casting="same_kind")
         # previous tables straight from storage, current from the fresh tables
-        flat_prev = self.tables.reshape(-1)
-        i_prev = idx + (slots[:, None] * self._L1)
-        p0 = flat_prev[i_prev]
-        p = p0 + frac * (flat_prev[i_prev + 1] - p0)
-        flat_cur = cur.reshape(-1)
-        i_cur = idx + (np.arange(len(slots))[:, None] * self._L1)
-        c0 = flat_cur[i_cur]
-        c = c0 + frac * (flat_cur[i_cur + 1] - c0)
-        y = p + self._ramp[None, :] * (c - p)
+        i = np.add(idx, (slots * self._L1)[:, None], out=self._idx2[:v])
+        p0, p = self._p0[:v], self._y[:v]
+        flat = self.tables.reshape(-1)
+        flat.take(i, out=p0)
+        i += 1
+        flat.take(i, out=p)
+        p -= p0
+        p *= frac
+        p += p0
+        idx += self._slot_rows[:v, None]
+        c0, c = self._c0[:v], self._c[:v]
+        flat = cur.reshape(-1)
+        flat.take(idx, out=c0)
+        idx += 1
+        flat.take(idx, out=c)
+        c -= c0
+        c *= frac
+        c += c0
+        c -= p  # crossfade: p + ramp * (c - p)
+        c *= self._ramp
+        c += p
         self.tables[slots] = cur
-        return y.sum(axis=0, dtype=np.float32) if len(slots) > 1 else y[0]
+        return c.sum(axis=0, dtype=np.float32) if v > 1 else c[0].copy()
 
     def _read_steady(self, slots: np.ndarray, f0_hz: np.ndarray) -> np.ndarray:
         """One hop read from the stored tables at constant f0 (no crossfade), computed in the
@@ -157,9 +182,9 @@ class HarmonicSynth:
         flat = self.tables.reshape(-1)
         idx += (slots * self._L1)[:, None]
         p0, y = self._p0[:v], self._y[:v]
-        np.take(flat, idx, out=p0)
+        flat.take(idx, out=p0)
         idx += 1
-        np.take(flat, idx, out=y)
+        flat.take(idx, out=y)
         y -= p0
         y *= frac
         y += p0
@@ -268,7 +293,8 @@ class NoiseSynth:
             if len(gains):
                 self._last_zero, self._last_valid = zero, True
                 if not zero:
-                    changed = not np.array_equal(band_power, self._last_power)
+                    last = self._last_power
+                    changed = band_power.shape != last.shape or not (band_power == last).all()
                     if changed:  # else reuse the bin magnitudes and the frames already made
                         self._last_power = band_power
                         self._mag = np.sqrt((band_power.astype(np.float32) @ self.weights)
