@@ -54,7 +54,7 @@ from instrument.control.commands import (
     SetParam,
 )
 from instrument.engine.synth import HarmonicSynth, Limiter, NoiseSynth, UnpitchedVoices
-from instrument.engine.voices import ATTACK, FADE, GATE_KEY, RELEASE, Voice, advance
+from instrument.engine.voices import ATTACK, DECAY, FADE, GATE_KEY, RELEASE, Voice, advance
 from instrument.errors import ConfigError, describe
 
 log = logging.getLogger(__name__)
@@ -308,6 +308,8 @@ class Engine:
         self._steady_key: tuple | None = None  # what the last pitched hop was made from
         self._steady_out: tuple = ()
         self._steady_glide_done = False
+        self._took_steady = False  # the last _synth call took the steady path
+        self._hold = False  # the next hop repeats the last one's inputs unless a command is due
         self._zeros = np.zeros(self.hop_samples, np.float32)
         self._silent = True  # the last hop was exact silence with nothing pending
 
@@ -471,6 +473,12 @@ class Engine:
                 self._smoothing.discard(name)
 
     def _render_hop(self) -> np.ndarray:
+        if self._hold:
+            if self._pending_decoder is None and self._slots_gen == self._slots_seen \
+                    and not self._queue and not self._release_all \
+                    and not (self._sched and self._sched[0][0] <= self._sample):
+                return self._hold_hop()
+            self._hold = False
         if self._pending_decoder is not None:
             self.decoder, self._pending_decoder = self._pending_decoder, None
             if self.pitched:
@@ -503,6 +511,31 @@ class Engine:
                 self._free.append(v.slot)
         self._hop_index += 1
         self._sample += len(y)
+        if self.pitched and self._voices and self._took_steady:
+            self._hold = self._settled()
+        return self._finish(y)
+
+    def _settled(self) -> bool:
+        """Whether the next hop, without a command, has exactly this hop's inputs: no
+        parameter smoothing, the latent settled, every voice held at a positive sustain."""
+        if self._smoothing or self._latent != self._latent_target:
+            return False
+        sus = self._target["sustain"]
+        return sus > 0.0 and all(v.stage == DECAY and v.level == sus for v in self._voices)
+
+    def _hold_hop(self) -> np.ndarray:
+        """A hop with the last hop's inputs (see :meth:`_settled`): the voices' envelopes,
+        the latent, pitches and gains stay as they are, so the bookkeeping is skipped and
+        the synths take their steady paths (the same samples the full hop would give)."""
+        slots, f0, amps, n_gain = self._steady_out
+        y = self._harm.process(slots, amps, f0, same_as_last=True)
+        y += self._noise.process(self._decoded[1], n_gain, same_as_last=True)
+        self._hop_index += 1
+        self._sample += len(y)
+        return self._finish(y)
+
+    def _finish(self, y: np.ndarray) -> np.ndarray:
+        """The output stage of a hop: NaN guard, limiter, silence tracking, clip."""
         if not len(y):
             return y
         hi, lo = float(y.max()), float(y.min())  # NaN and inf propagate to these
@@ -511,6 +544,7 @@ class Engine:
             y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
             self._reset_synths()
             self._steady_key = self._decode_key = None
+            self._hold = False
             hi, lo = float(y.max()), float(y.min())
         peak = max(hi, -lo)
         y = self._limiter.process(y, peak)
@@ -537,7 +571,9 @@ class Engine:
         if same and self._steady_glide_done:
             slots, f0, amps, n_gain = self._steady_out  # all as the last hop: the same arrays
             y = self._harm.process(slots, amps, f0, same_as_last=True)
+            self._took_steady = True
         else:
+            self._took_steady = False
             slots = np.array(steady[1], np.int64)
             f0 = np.array(f0_t, np.float64)
             if key == self._decode_key:  # same decoder, latent and pitches as the last hop
