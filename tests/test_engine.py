@@ -353,3 +353,26 @@ def test_latency_and_status_fields(pitched_decoder: Decoder):
     assert eng.hop_samples == round(256 * 44100 / 48000)
     assert eng.latency_samples == eng.hop_samples
     assert Path(CASES).is_dir()
+
+
+def test_held_hops_give_the_samples_of_full_hops(pitched_decoder: Decoder):
+    """A settled note takes the hold path (no per-hop bookkeeping); a no-op control every
+    hop forces the full path: the samples must be the same, and so must the release."""
+    held, full = Engine(pitched_decoder, SR), Engine(pitched_decoder, SR)
+    for eng in (held, full):
+        eng.send(parse("note 57 0.8"))
+        eng.send(parse("param decay_ms 20"))
+    hop = held.hop_samples
+    out_held, out_full = [], []
+    for i in range(400):
+        if i == 300:
+            held.send(NoteOff(57))
+            full.send(NoteOff(57))
+        full.send(SetParam("gain_db", -6.0))  # the default: changes nothing but the path
+        out_held.append(held.process(hop))
+        out_full.append(full.process(hop))
+        if i == 250:
+            assert held._hold  # settled: its next hop takes the hold path (full's cannot)
+    a, b = np.concatenate(out_held), np.concatenate(out_full)
+    assert np.abs(a).max() > 0.05 and np.abs(a[-hop:]).max() == 0.0  # played, then released
+    np.testing.assert_array_equal(a, b)

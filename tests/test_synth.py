@@ -81,3 +81,13 @@ def test_limiter_never_exceeds_the_ceiling_and_recovers():
     assert quiet[0][0] < 0.5  # still reduced just after the loud part
     assert abs(quiet[-1][-1] - 0.5) < 1e-4  # recovered
     assert np.all(np.diff(np.concatenate(quiet)) >= -1e-7)  # release is smooth and monotonic
+
+
+def test_limiter_given_the_peak_matches_its_own_peak():
+    rng = np.random.default_rng(3)
+    a, b = Limiter(SR, HOP), Limiter(SR, HOP)
+    for gain in (0.5, 3.0, 0.2, 0.01):
+        x = (gain * rng.standard_normal(HOP)).astype(np.float32)
+        np.testing.assert_array_equal(a.process(x.copy(), float(np.abs(x).max())),
+                                      b.process(x.copy()))
+    assert a.active_hops == b.active_hops > 0

@@ -227,7 +227,13 @@ class Engine:
         if not isinstance(frames, int | np.integer) or frames < 0:
             raise ConfigError(describe("process frames", frames, "an int >= 0",
                                        "ask for a block size"))
-        out = np.empty(int(frames), np.float32)
+        frames = int(frames)
+        start = self._buf_pos
+        if len(self._buf) - start >= frames:  # the common case: the current hop has them
+            self._buf_pos = start + frames
+            self.samples_out += frames
+            return self._buf[start:start + frames].copy()
+        out = np.empty(frames, np.float32)
         pos = 0
         while pos < frames:
             have = len(self._buf) - self._buf_pos
@@ -239,7 +245,7 @@ class Engine:
             out[pos:pos + n] = self._buf[self._buf_pos:self._buf_pos + n]
             self._buf_pos += n
             pos += n
-        self.samples_out += int(frames)
+        self.samples_out += frames
         return out
 
     def reset(self) -> None:
