@@ -42,11 +42,15 @@ class HarmonicSynth:
         self.table_size = int(table_size)
         self._L1 = self.table_size + 1  # one wrap-around sample for interpolation
         self.tables = np.zeros((self.n_slots, self._L1), np.float32)
+        # diffs[s, i] = tables[s, i + 1] - tables[s, i] (float32, as the interpolation would
+        # compute it): the stored tables' interpolation then reads two arrays at one index
+        self.diffs = np.zeros((self.n_slots, self._L1), np.float32)
         self.phase_cycles = np.zeros(self.n_slots, np.float64)
         self.f0_hz = np.full(self.n_slots, 440.0, np.float64)
         self.amps = np.zeros((self.n_slots, self.n_harmonics), np.float32)  # of the tables
         self._harm_k = np.arange(1, self.n_harmonics + 1, dtype=np.float64)
         self._n = np.arange(self.hop_samples, dtype=np.float64)  # 0..hop-1
+        self._n_table = self._n * self.table_size  # exact: table_size is an int
         self._ramp = ((self._n + 1.0) / self.hop_samples).astype(np.float32)  # (0, 1]
         self._log_ramp = self._ramp.astype(np.float64)
         self._spec_scale = np.complex64(-0.5j * self.table_size)  # irfft -> sum a_k sin
@@ -68,12 +72,14 @@ class HarmonicSynth:
     def start(self, slot: int, f0_hz: float) -> None:
         """A new voice in ``slot``: silent previous table, phase 0, f0 without glide."""
         self.tables[slot] = 0.0
+        self.diffs[slot] = 0.0
         self.amps[slot] = 0.0
         self.phase_cycles[slot] = 0.0
         self.f0_hz[slot] = f0_hz
 
     def reset(self) -> None:
         self.tables[:] = 0.0
+        self.diffs[:] = 0.0
         self.amps[:] = 0.0
         self.phase_cycles[:] = 0.0
         self.f0_hz[:] = 440.0
@@ -134,11 +140,8 @@ class HarmonicSynth:
         # previous tables straight from storage, current from the fresh tables
         i = np.add(idx, (slots * self._L1)[:, None], out=self._idx2[:v])
         p0, p = self._p0[:v], self._y[:v]
-        flat = self.tables.reshape(-1)
-        flat.take(i, out=p0)
-        i += 1
-        flat.take(i, out=p)
-        p -= p0
+        self.tables.reshape(-1).take(i, out=p0)
+        self.diffs.reshape(-1).take(i, out=p)
         p *= frac
         p += p0
         idx += self._slot_rows[:v, None]
@@ -154,6 +157,7 @@ class HarmonicSynth:
         c *= self._ramp
         c += p
         self.tables[slots] = cur
+        self.diffs[slots, :L] = cur[:, 1:] - cur[:, :L]
         return c.sum(axis=0, dtype=np.float32) if v > 1 else c[0].copy()
 
     def _read_steady(self, slots: np.ndarray, f0_hz: np.ndarray) -> np.ndarray:
@@ -162,30 +166,36 @@ class HarmonicSynth:
         v, hop, L = len(slots), self.hop_samples, self.table_size
         inc = f0_hz / self.sample_rate
         start = self.phase_cycles[slots]
-        ph = np.multiply(inc[:, None], self._n, out=self._ph[:v])
-        ph += start[:, None]
         self.phase_cycles[slots] = (start + inc * hop) % 1.0
         idx, frac = self._idx[:v], self._frac[:v]
-        if self._pow2:  # ph * L and the floor are exact: same values as (ph % 1) * L
-            ph *= L
+        ph = self._ph[:v]
+        if self._pow2:
+            # (start + inc·n)·L with the product by L (a power of 2, exact) moved inside; the
+            # floor of that is exact too: the same values as ((start + inc·n) % 1)·L
+            np.multiply(inc[:, None], self._n_table, out=ph)
+            ph += (start * L)[:, None]
             np.copyto(idx, ph, casting="unsafe")  # truncation, as astype(int64)
             ph -= idx
             np.copyto(frac, ph, casting="same_kind")
             idx &= L - 1
         else:
+            np.multiply(inc[:, None], self._n, out=ph)
+            ph += start[:, None]
             ph %= 1.0
             ph *= L
             np.copyto(idx, ph, casting="unsafe")
             np.minimum(idx, L - 1, out=idx)
             ph -= idx
             np.copyto(frac, ph, casting="same_kind")
-        flat = self.tables.reshape(-1)
-        idx += (slots * self._L1)[:, None]
         p0, y = self._p0[:v], self._y[:v]
-        flat.take(idx, out=p0)
-        idx += 1
-        flat.take(idx, out=y)
-        y -= p0
+        if v == 1:  # one voice: its own rows, no offsets
+            slot = int(slots[0])
+            self.tables[slot].take(idx[0], out=p0[0])
+            self.diffs[slot].take(idx[0], out=y[0])
+        else:
+            idx += (slots * self._L1)[:, None]
+            self.tables.reshape(-1).take(idx, out=p0)
+            self.diffs.reshape(-1).take(idx, out=y)
         y *= frac
         y += p0
         return y.sum(axis=0, dtype=np.float32) if v > 1 else y[0].copy()
