@@ -37,6 +37,7 @@ from instrument import params
 from instrument.control import commands as C
 from instrument.control import oscwire
 from instrument.control.oscwire import Message
+from instrument.control.patches import OSC_TARGETS, target_command
 from instrument.errors import ControlError, InstrumentError, describe
 
 log = logging.getLogger(__name__)
@@ -447,8 +448,7 @@ class OscServer:
             raise ControlError(describe(f"{where} targets", targets, ", ".join(ALIAS_TARGETS),
                                         "give one target per argument"))
         for t in targets:
-            ok = t in ("", "latent.x", "latent.y", "note", "velocity", "bend", "gate", "freeze",
-                       "alloff")
+            ok = t in OSC_TARGETS
             if t.startswith("param."):
                 params.get(t[6:], where)
                 ok = True
@@ -521,20 +521,13 @@ class OscServer:
                 y = u
             elif target == "velocity":
                 vel = u
-            elif target.startswith("param."):
-                spec = params.PARAMS[target[6:]]
-                cmds.append(C.SetParam(spec.name, spec.from_norm(u)))
             elif target.startswith("note."):
                 k = float(target[5:])
                 cmds.append(C.NoteOn(k, u) if u > 0 else C.NoteOff(k))
             elif target == "bend":
                 cmds.append(C.PitchBend(2.0 * u - 1.0))
-            elif target == "gate":
-                cmds.append(C.Gate(u >= 0.5))
-            elif target == "freeze":
-                cmds.append(C.FreezeLatent(u >= 0.5))
-            elif target == "alloff" and u >= 0.5:
-                cmds.append(C.AllNotesOff())
+            elif (cmd := target_command(target, u)) is not None:  # param.<name>, gate, freeze,
+                cmds.append(cmd)                                   # alloff (at >= 0.5)
         if note is not None:
             cmds.append(C.NoteOn(note, vel) if vel > 0 else C.NoteOff(note))
         if x is not None or y is not None:
