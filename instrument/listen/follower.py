@@ -150,23 +150,17 @@ class Follower:
     # -- processing ---------------------------------------------------------------------
     def _sanitise(self, block: np.ndarray) -> np.ndarray:
         a = np.asarray(block)
-        if a.ndim == 2:
-            a = a.astype(np.float64, copy=False)
-            bad = ~np.isfinite(a)
-            if bad.any():
-                self.nonfinite_samples += int(bad.sum())
-                a = np.where(bad, 0.0, a)
-            a = a.mean(axis=1) if a.shape[1] > 0 else np.zeros(a.shape[0])
-        elif a.ndim == 1:
-            a = a.astype(np.float64, copy=False)
-            bad = ~np.isfinite(a)
-            if bad.any():
-                self.nonfinite_samples += int(bad.sum())
-                a = np.where(bad, 0.0, a)
-        else:
+        if a.ndim not in (1, 2):
             raise ConfigError(describe("listen: input block shape", a.shape,
                                        "(frames,) or (frames, channels)",
                                        "pass mono or interleaved-by-row audio"))
+        a = a.astype(np.float64, copy=False)
+        bad = ~np.isfinite(a)
+        if bad.any():
+            self.nonfinite_samples += int(bad.sum())
+            a = np.where(bad, 0.0, a)
+        if a.ndim == 2:
+            a = a.mean(axis=1) if a.shape[1] > 0 else np.zeros(a.shape[0])
         over = np.abs(a) > 1.0
         if over.any():
             self.clipped_samples += int(over.sum())
