@@ -46,7 +46,6 @@ from instrument.control.commands import (
     Command,
     FreezeLatent,
     Gate,
-    LoadPatch,
     NoteOff,
     NoteOn,
     PitchBend,
@@ -297,7 +296,7 @@ class Engine:
         self._target = params.defaults()  # what commands asked for
         self._smooth = dict(self._target)  # smoothed values actually used
         self._smoothing: set[str] = set()  # names whose smoothed value has not arrived yet
-        self._latent = [self._target["latent_x"], self._latent_default_y()]
+        self._latent = [self._target["latent_x"], self._target["latent_y"]]
         self._latent_target = list(self._latent)
         self._frozen = False
         self._bend = 0.0
@@ -318,9 +317,6 @@ class Engine:
         self._hold = False  # the next hop repeats the last one's inputs unless a command is due
         self._zeros = np.zeros(self.hop_samples, np.float32)
         self._silent = True  # the last hop was exact silence with nothing pending
-
-    def _latent_default_y(self) -> float:
-        return self._target["latent_y"]
 
     # ---------------------------------------------------------------- commands
     def _apply(self, cmd: Command) -> None:
@@ -353,9 +349,7 @@ class Engine:
             for v in self._voices:
                 if v.held:
                     v.stage = RELEASE
-        elif isinstance(cmd, LoadPatch):
-            self.ignored += 1  # the app loads patches and sends their commands
-        else:
+        else:  # LoadPatch among them: the app loads patches and sends their commands
             self.ignored += 1
 
     def _set_param(self, name: str, value: float) -> None:
