@@ -205,7 +205,6 @@ class PhaseReconstructor:
         lam = gamma * n_fft * n_fft
         self._w_scale = n_fft / lam  # (rad/sample) per unit of d log|X| / d bin
         self._dphi_scale = -lam / (hop_samples * n_fft)  # (rad/bin) per unit of d log|X| / d frame
-        self._rng = np.random.default_rng(seed)
         v, b = n_voices, self.n_bins
         self._bin_w = _TWO_PI * np.arange(b) / n_fft  # bin centre frequencies, rad/sample
         self._idx = np.broadcast_to(np.arange(b), (2 * v, b))

@@ -24,8 +24,6 @@ import math
 
 import numpy as np
 
-LN_1000 = float(np.log(1000.0))
-
 
 class HarmonicSynth:
     """Wavetable oscillators for ``n_slots`` voices; :meth:`process` renders one hop."""
