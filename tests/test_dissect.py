@@ -115,6 +115,20 @@ def test_controls_refuse_bad_values():
         cut_now(trainer, "../escape")
 
 
+def _recv(client: socket.socket, address: str, timeout_s: float = 3.0):
+    """The next OSC message to ``address`` received on ``client`` (None after timeout_s)."""
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end:
+        try:
+            data, _ = client.recvfrom(65536)
+        except TimeoutError:
+            continue
+        msg = oscwire.parse_packet(data)
+        if msg.address == address:
+            return msg
+    return None
+
+
 @pytest.mark.jack
 def test_live_learning_on_jack_no_xruns_and_osc_progress(jack_server: str):
     from instrument.dissect.live import DissectOsc, LiveDissection
@@ -139,12 +153,8 @@ def test_live_learning_on_jack_no_xruns_and_osc_progress(jack_server: str):
         got = []
         t_end = time.monotonic() + 4.0
         while time.monotonic() < t_end:
-            try:
-                data, _ = client.recvfrom(65536)
-            except TimeoutError:
-                continue
-            msg = oscwire.parse_packet(data)
-            if msg.address == "/inst/dissect/progress":
+            msg = _recv(client, "/inst/dissect/progress", t_end - time.monotonic())
+            if msg is not None:
                 got.append(msg.args)
     finally:
         player.stop()
@@ -160,20 +170,6 @@ def test_live_learning_on_jack_no_xruns_and_osc_progress(jack_server: str):
     # PortAudio also flags JACK's own xruns (a non-realtime dummy server on a busy machine
     # reports some that no client causes); those are bounded, not zero
     assert st["status_flags"] <= max(2, st["callbacks"] // 4), st
-
-
-def _recv(client: socket.socket, address: str, timeout_s: float = 3.0):
-    """The next OSC message to ``address`` received on ``client`` (None after timeout_s)."""
-    t_end = time.monotonic() + timeout_s
-    while time.monotonic() < t_end:
-        try:
-            data, _ = client.recvfrom(65536)
-        except TimeoutError:
-            continue
-        msg = oscwire.parse_packet(data)
-        if msg.address == address:
-            return msg
-    return None
 
 
 def test_dissect_osc_fail_reply_names_the_address():
