@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import mido
 import pytest
@@ -86,49 +87,53 @@ def wait_connected(out, inp: MidiInput, timeout_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.jack
-def test_note_and_cc_sweep_arrive_in_order_by_port_name(jack_backend):
-    name = unique("ctl-out")
-    got = Collector()
+@contextmanager
+def connected_input(jack_backend, stem: str, on_command, mapper: MidiMapper | None = None,
+                    spell=str):
+    """A virtual JACK output and a MidiInput opened on it by ``spell(name)``, connected.
+
+    Yields both; the input is closed (and checked closed) when the block ends.
+    """
+    name = unique(stem)
     with jack_backend.open_output(name, virtual=True) as out:
-        mapper = MidiMapper([MidiMap("note", "play"), MidiMap("cc", "latent.x", number=1)])
-        inp = MidiInput(got, port_name=name.upper(), mapper=mapper, backend=JACK)
+        inp = MidiInput(on_command, port_name=spell(name), mapper=mapper, backend=JACK)
         assert inp.open() is True
         try:
             assert name in inp.opened_name
             wait_connected(out, inp)
-            out.send(mido.Message("note_on", note=60, velocity=127))
-            for v in range(0, 128, 8):
-                out.send(mido.Message("control_change", control=1, value=v))
-            out.send(mido.Message("clock"))
-            out.send(mido.Message("note_off", note=60))
-            want = [NoteOn(60, 1.0), *[SetLatent(x=v / 127) for v in range(0, 128, 8)],
-                    NoteOff(60)]
-            assert got.wait(len(want)) == want
-            st = inp.status()
-            assert st["open"] and st["mapped"] == len(want) and st["clock_filtered"] >= 2
+            yield out, inp
         finally:
             inp.close()
     assert not inp.is_open
 
 
 @pytest.mark.jack
+def test_note_and_cc_sweep_arrive_in_order_by_port_name(jack_backend):
+    got = Collector()
+    mapper = MidiMapper([MidiMap("note", "play"), MidiMap("cc", "latent.x", number=1)])
+    with connected_input(jack_backend, "ctl-out", got, mapper, spell=str.upper) as (out, inp):
+        out.send(mido.Message("note_on", note=60, velocity=127))
+        for v in range(0, 128, 8):
+            out.send(mido.Message("control_change", control=1, value=v))
+        out.send(mido.Message("clock"))
+        out.send(mido.Message("note_off", note=60))
+        want = [NoteOn(60, 1.0), *[SetLatent(x=v / 127) for v in range(0, 128, 8)],
+                NoteOff(60)]
+        assert got.wait(len(want)) == want
+        st = inp.status()
+        assert st["open"] and st["mapped"] == len(want) and st["clock_filtered"] >= 2
+
+
+@pytest.mark.jack
 def test_cc14_sweep_over_jack_is_monotonic(jack_backend):
-    name = unique("cc14-out")
     got = Collector()
     values = list(range(8100, 8300, 7))
-    with jack_backend.open_output(name, virtual=True) as out:
-        inp = MidiInput(got, port_name=name, backend=JACK,
-                        mapper=MidiMapper([MidiMap("cc14", "latent.y", number=1)]))
-        assert inp.open()
-        try:
-            wait_connected(out, inp)
-            for v in values:
-                out.send(mido.Message("control_change", control=1, value=v >> 7))
-                out.send(mido.Message("control_change", control=33, value=v & 0x7F))
-            assert [c.y for c in got.wait(len(values))] == [v / 16383 for v in values]
-        finally:
-            inp.close()
+    mapper = MidiMapper([MidiMap("cc14", "latent.y", number=1)])
+    with connected_input(jack_backend, "cc14-out", got, mapper=mapper) as (out, _):
+        for v in values:
+            out.send(mido.Message("control_change", control=1, value=v >> 7))
+            out.send(mido.Message("control_change", control=33, value=v & 0x7F))
+        assert [c.y for c in got.wait(len(values))] == [v / 16383 for v in values]
 
 
 @pytest.mark.jack
@@ -149,7 +154,6 @@ def test_virtual_input_receives_from_a_connecting_output(jack_backend):
 
 @pytest.mark.jack
 def test_failing_consumer_does_not_stop_midi(jack_backend):
-    name = unique("err-out")
     got = Collector()
 
     def consumer(cmd):
@@ -157,17 +161,11 @@ def test_failing_consumer_does_not_stop_midi(jack_backend):
             raise RuntimeError("consumer bug")
         got(cmd)
 
-    with jack_backend.open_output(name, virtual=True) as out:
-        inp = MidiInput(consumer, port_name=name, backend=JACK)
-        assert inp.open()
-        try:
-            wait_connected(out, inp)
-            out.send(mido.Message("note_on", note=1, velocity=100))
-            out.send(mido.Message("note_on", note=2, velocity=127))
-            assert got.wait(1) == [NoteOn(2, 1.0)]
-            assert inp.callback_errors == 1
-        finally:
-            inp.close()
+    with connected_input(jack_backend, "err-out", consumer) as (out, inp):
+        out.send(mido.Message("note_on", note=1, velocity=100))
+        out.send(mido.Message("note_on", note=2, velocity=127))
+        assert got.wait(1) == [NoteOn(2, 1.0)]
+        assert inp.callback_errors == 1
 
 
 @pytest.mark.jack
