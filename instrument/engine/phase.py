@@ -429,12 +429,11 @@ class PhaseReconstructor:
             np.copyto(y, self._acc)
             y[:, :n] += t2[:, 0]
             y[:, h:] += t2[:, 1]
+            np.multiply(y[:, :n], self._ana_win[0], out=t2[:, 0])
             if last:  # only frame n is needed
-                np.multiply(y[:, :n], self._ana_win[0], out=t2[:, 0])
                 np.fft.rfft(t2[:, 0], axis=-1, out=proj[:, 0])
                 sl = slice(0, 1)
             else:
-                np.multiply(y[:, :n], self._ana_win[0], out=t2[:, 0])
                 np.multiply(y[:, h:], self._ana_win[1], out=t2[:, 1])
                 np.fft.rfft(t2, axis=-1, out=proj)
                 sl = slice(0, 2)
