@@ -479,9 +479,6 @@ class OscServer:
         self._aliases = {**self._aliases, address: alias}
         return alias
 
-    def remove_alias(self, address: str) -> None:
-        self._aliases = {a: v for a, v in self._aliases.items() if a != address}
-
     def clear_aliases(self) -> None:
         self._aliases = {}
 
