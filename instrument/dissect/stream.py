@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from instrument.engine.ring import Ring
 from instrument.errors import AudioFileError, CorpusError, DeviceError, describe
 
 log = logging.getLogger(__name__)
@@ -172,13 +173,9 @@ class DeviceSource:
         self.hop_samples = int(hop_samples)
         self.device = device
         self.block = block
-        n = 1 << int(np.ceil(np.log2(max(ring_seconds * sample_rate, 4 * block))))
-        self._ring = np.zeros(n, np.float32)
-        self._mask = n - 1
-        self._written = 0  # only the callback writes these two
-        self.overruns = 0
+        self._ring = Ring(max(int(ring_seconds * sample_rate), 4 * block))
+        self.overruns = 0  # only the callback writes these two
         self.status_flags = 0
-        self._read = 0
         self._stream = None
         self.label = f"input {device}" if device is not None else "default input"
 
@@ -186,16 +183,10 @@ class DeviceSource:
         try:
             if status:
                 self.status_flags += 1
-            w = self._written
-            if w + frames - self._read > len(self._ring):
+            if self._ring.free < frames:  # the reader is behind: drop this block, count it
                 self.overruns += 1
                 return
-            i = w & self._mask
-            first = min(frames, len(self._ring) - i)
-            self._ring[i:i + first] = indata[:first, 0]
-            if first < frames:
-                self._ring[:frames - first] = indata[first:frames, 0]
-            self._written = w + frames
+            self._ring.write(indata[:frames, 0])
         except Exception:  # never let an exception escape into PortAudio
             self.overruns += 1
 
@@ -226,13 +217,11 @@ class DeviceSource:
         h = self.hop_samples
         try:
             while stop is None or not stop.is_set():
-                if self._written - self._read < h:
+                if self._ring.available < h:
                     time.sleep(h / self.sample_rate / 4)
                     continue
-                i = self._read & self._mask
-                idx = (np.arange(i, i + h)) & self._mask
-                hop = self._ring[idx].copy()
-                self._read += h
+                hop = np.empty(h, np.float32)
+                self._ring.read_into(hop)
                 yield hop
         finally:
             self.stop()
