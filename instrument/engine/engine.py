@@ -230,7 +230,6 @@ class Engine:
         start = self._buf_pos
         if len(self._buf) - start >= frames:  # the common case: the current hop has them
             self._buf_pos = start + frames
-            self.samples_out += frames
             return self._buf[start:start + frames].copy()
         out = np.empty(frames, np.float32)
         pos = 0
@@ -244,7 +243,6 @@ class Engine:
             out[pos:pos + n] = self._buf[self._buf_pos:self._buf_pos + n]
             self._buf_pos += n
             pos += n
-        self.samples_out += frames
         return out
 
     def reset(self) -> None:
@@ -304,7 +302,6 @@ class Engine:
         self._free = list(range(self._n_slots))
         self._hop_index = 0
         self._sample = 0  # start sample of the next hop
-        self.samples_out = 0
         self._buf = np.zeros(0, np.float32)
         self._buf_pos = 0
         self._decode_key: tuple | None = None
