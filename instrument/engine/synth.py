@@ -399,7 +399,6 @@ class UnpitchedVoices:
         self._flush_hops = n_fft // self.hop_samples + 2
         self._idle = np.full(self.n_banks, self._flush_hops + 1)
         self._y = np.zeros(self.hop_samples, np.float32)
-        self.skip_idle_banks = True
         self._resampler = None
         resample_delay = 0.0
         self._silent_hops = 0  # consecutive all-zero hops fed to the resampler
@@ -480,7 +479,7 @@ class UnpitchedVoices:
                 self._idle[b] = 0
             else:
                 self._idle[b] += 1
-                if self._idle[b] > self._flush_hops and self.skip_idle_banks:
+                if self._idle[b] > self._flush_hops:
                     continue  # silent: no voice, tail played out (its state is all zero)
             y += bank.process(self._mag[b], g_prev[sl])
             ran = True
