@@ -122,12 +122,10 @@ class FileSource:
                 if self.passes == 1:
                     self.pass_samples += len(audio)
                 yield f.stem, audio
+            if good == 0 and self.skipped:
+                raise CorpusError(f"no readable audio in {len(self.files)} file(s); "
+                                  f"skipped: {', '.join(self.skipped)}")
             if not self.loop or good == 0:
-                if good == 0 and not self.skipped:
-                    return
-                if good == 0:
-                    raise CorpusError(f"no readable audio in {len(self.files)} file(s); "
-                                      f"skipped: {', '.join(self.skipped)}")
                 return
 
     def hops(self) -> Iterator[np.ndarray]:
