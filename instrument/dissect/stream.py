@@ -60,9 +60,7 @@ def read_any(path: Path, sample_rate: int) -> np.ndarray:
         return read_video_audio(path, sample_rate)
     from instrument.corpus.read import read_file
 
-    got = read_file(path, sample_rate)
-    audio = getattr(got, "audio", got)
-    return np.asarray(audio, np.float32).reshape(-1)
+    return np.asarray(read_file(path, sample_rate), np.float32).reshape(-1)
 
 
 def list_files(source: str | Path) -> list[Path]:
