@@ -114,7 +114,6 @@ class Player:
         self.callbacks = 0
         self._stream = None
         self._running = False
-        self._primed = False
         self._threads: list[threading.Thread] = []
         self._switch_interval = sys.getswitchinterval()
         self.worker_error: str | None = None
@@ -125,10 +124,7 @@ class Player:
             self.callbacks += 1
             if status:
                 self.status_flags += 1
-            if self._primed:
-                self.ring.read_into(outdata[:, 0])
-            else:
-                outdata[:, 0] = 0.0
+            self.ring.read_into(outdata[:, 0])
             if self.channels > 1:
                 outdata[:, 1:] = outdata[:, :1]
         except Exception:
@@ -200,7 +196,6 @@ class Player:
                                           daemon=True)]
         for t in self._threads:
             t.start()
-        self._primed = True
         self._stream.start()
         log.info("audio: %s at %d Hz, %d ch, latency %d samples (%.1f ms)",
                  self.device_info["name"], self.sample_rate, self.channels,
