@@ -75,7 +75,3 @@ class Ring:
             return n
         except Exception:  # the callback must never see an exception
             return 0
-
-    def clear(self) -> None:
-        """Drop unread frames (call from the consumer side, or while stopped)."""
-        self._read = self._write
