@@ -126,3 +126,22 @@ def test_render_refuses_events_past_the_limit_and_bad_blocks(pitched_decoder):
         render(pitched_decoder, [], 48000, block_frames=0)
     with pytest.raises(ConfigError, match=r"\.wav"):
         write_file(pitched_decoder, [], "x.mp3", 48000)
+
+
+@pytest.mark.parametrize("make", ["folder", "dev_zero", "too_big"])
+def test_a_score_that_is_not_a_small_file_is_refused_at_once(tmp_path, make):
+    from pathlib import Path
+
+    from instrument.engine.score import MAX_SCORE_BYTES, load
+
+    if make == "folder":
+        path, want = tmp_path, "folder"
+    elif make == "dev_zero":
+        if not Path("/dev/zero").exists():
+            pytest.skip("no /dev/zero on this system")
+        path, want = Path("/dev/zero"), "character device"
+    else:
+        path, want = tmp_path / "huge.txt", str(MAX_SCORE_BYTES)
+        path.write_bytes(b"#" * (MAX_SCORE_BYTES + 1))
+    with pytest.raises(ScoreError, match=want):
+        load(path)

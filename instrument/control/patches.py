@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import stat
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +51,7 @@ from instrument.control.commands import (
     SetParam,
 )
 from instrument.errors import PatchError, describe
+from instrument.textfile import read_small_text
 
 log = logging.getLogger("instrument.patches")
 
@@ -423,55 +422,10 @@ def parse_patch(text: str, path: str = "<string>") -> Patch:
 def load_patch(path: str | Path) -> Patch:
     """Read and check a patch file; raises PatchError naming file, key, value and fix.
 
-    Only a regular file of at most :data:`MAX_PATCH_BYTES` is read (checked with
-    ``os.stat`` before opening, and at most the limit + 1 bytes are read), so a path such
-    as ``/dev/zero``, a FIFO or a folder is refused at once instead of being read forever.
+    Only a regular file of at most :data:`MAX_PATCH_BYTES` is read
+    (:func:`instrument.textfile.read_small_text`), so a path such as ``/dev/zero``, a FIFO
+    or a folder is refused at once instead of being read forever.
     """
-    p = str(path)
-    try:
-        st = os.stat(path)
-    except OSError as err:
-        raise PatchError(describe(f"patch file {p}", err.strerror or str(err), "a readable TOML "
-                                  "file", "check the path (see patches/ for examples)")) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise PatchError(describe(f"patch file {p}", _file_kind(st.st_mode), "a regular file",
-                                  "give the path of a .toml patch file (see patches/)"))
-    if st.st_size > MAX_PATCH_BYTES:
-        raise PatchError(_too_big(p, st.st_size))
-    try:
-        # O_NONBLOCK: should the path turn into a FIFO between stat and open, open() must
-        # not wait for a writer; the fstat below then refuses it.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise PatchError(describe(f"patch file {p}", "not a regular file any more",
-                                          "a regular file", "give the path of a .toml file"))
-            raw = f.read(MAX_PATCH_BYTES + 1)
-    except OSError as err:
-        raise PatchError(describe(f"patch file {p}", err.strerror or str(err), "a readable TOML "
-                                  "file", "check the path (see patches/ for examples)")) from None
-    if len(raw) > MAX_PATCH_BYTES:  # it grew after the stat
-        raise PatchError(_too_big(p, len(raw)))
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise PatchError(describe(f"patch file {p}", f"byte {raw[err.start]:#04x} at offset "
-                                  f"{err.start}", "UTF-8 text", "save the file as UTF-8"))\
-            from None
-    return parse_patch(text, p)
-
-
-def _file_kind(mode: int) -> str:
-    """What a non-regular file is, in words, for the error message."""
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def _too_big(path: str, size_bytes: int) -> str:
-    return describe(f"patch file {path}", f"{size_bytes} bytes",
-                    f"at most {MAX_PATCH_BYTES} bytes (1 MiB)",
-                    "a patch is a short TOML text; check that the path names a patch file")
+    text = read_small_text(path, "patch file", MAX_PATCH_BYTES, PatchError, "TOML",
+                           "see patches/ for examples")
+    return parse_patch(text, str(path))

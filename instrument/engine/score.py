@@ -17,6 +17,7 @@ from pathlib import Path
 
 from instrument.control.commands import Command, parse
 from instrument.errors import InstrumentError, ScoreError, describe
+from instrument.textfile import read_small_text
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +97,14 @@ def parse_json(text: str, name: str = "<score>") -> list[Event]:
     return _sorted(events, wheres)
 
 
+MAX_SCORE_BYTES = 16 << 20  # 16 MiB of text is hours of dense commands
+
+
 def load(path: str | Path) -> list[Event]:
     """Read a score file (JSON if it ends in .json or starts with '[')."""
     p = Path(path)
-    if p.is_dir():
-        raise ScoreError(f"score {str(p)!r}: is a folder; pass a text or JSON score file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScoreError(f"score {str(p)!r}: cannot be read ({e}); pass a text or JSON "
-                         "score file") from None
+    text = read_small_text(p, "score", MAX_SCORE_BYTES, ScoreError, "text or JSON",
+                           "a score is timed commands, see patches/scores/demo.txt")
     if p.suffix.lower() == ".json" or text.lstrip().startswith("["):
         return parse_json(text, str(p))
     return parse_text(text, str(p))
