@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from instrument.errors import ConfigError, InstrumentError, describe
+from instrument.files import check_out_file
 
 log = logging.getLogger("instrument")
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,22 +362,6 @@ def cmd_listen(a: argparse.Namespace) -> int:
     from instrument.listen.live import listen_main
 
     return listen_main(a)
-
-
-def check_out_file(path: str | Path, what: str, suffixes: tuple[str, ...],
-                   folder_must_exist: bool = True) -> Path:
-    """Refuse an output path up front: a suffix not in ``suffixes``, a missing folder, or a
-    folder where a file should go (one line naming the option and the fix)."""
-    p = Path(path)
-    if p.suffix.lower() not in suffixes:
-        raise ConfigError(describe(f"{what} {str(p)!r}: file type", p.suffix or "no suffix",
-                                   ", ".join(suffixes), f"end the name in {suffixes[0]}"))
-    if folder_must_exist and not p.parent.is_dir():
-        raise ConfigError(f"{what} {str(p)!r}: folder {str(p.parent)!r} does not exist; create "
-                          "it first or write somewhere else")
-    if p.is_dir():
-        raise ConfigError(f"{what} {str(p)!r}: is a folder; give a file name")
-    return p
 
 
 def cmd_encode(a: argparse.Namespace) -> int:

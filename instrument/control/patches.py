@@ -51,7 +51,7 @@ from instrument.control.commands import (
     SetParam,
 )
 from instrument.errors import PatchError, describe
-from instrument.textfile import read_small_text
+from instrument.files import read_small_text
 
 log = logging.getLogger("instrument.patches")
 

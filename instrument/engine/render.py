@@ -15,6 +15,7 @@ import numpy as np
 from instrument.engine.engine import Engine
 from instrument.engine.score import MAX_TIME_S, Event, load
 from instrument.errors import ConfigError, describe
+from instrument.files import check_out_file
 
 MAX_BLOCK_FRAMES = 16384
 MAX_TAIL_S = 60.0
@@ -27,20 +28,8 @@ FORMATS: dict[str, tuple[str, str]] = {
 
 def check_output(path: str | Path, what: str = "render -o") -> tuple[str, str]:
     """The (format, subtype) for ``path``, or a ConfigError if its suffix or folder is wrong."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in FORMATS:
-        raise ConfigError(describe(f"{what}: output file {str(p)!r} type", suffix or "no suffix",
-                                   ", ".join(FORMATS), "end the name in .wav (or another of "
-                                   "these)"))
-    folder = p.parent
-    if not folder.is_dir():
-        raise ConfigError(f"{what}: output folder {str(folder)!r} does not exist (for "
-                          f"{str(p)!r}); create it first or write somewhere else")
-    if p.is_dir():
-        raise ConfigError(f"{what}: output {str(p)!r} is a folder; give a file name such as "
-                          f"{str(p / 'out.wav')!r}")
-    return FORMATS[suffix]
+    p = check_out_file(path, what, tuple(FORMATS))
+    return FORMATS[p.suffix.lower()]
 
 
 def _schedule(decoder, events: list[Event], sample_rate: int, block_frames: int,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from instrument.control.commands import Command, parse
 from instrument.errors import InstrumentError, ScoreError, describe
-from instrument.textfile import read_small_text
+from instrument.files import read_small_text
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Reading the small text files a performer points at (patches, scores), safely.
+"""The files a performer points at: small text files read safely (patches, scores), and
+output paths checked before any work is done (render, encode, dissect).
 
 Only a regular file of at most ``limit_bytes`` is read: checked with ``os.stat`` before
 opening, opened non-blocking and checked again, and at most the limit + 1 bytes read. So a
@@ -12,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from instrument.errors import InstrumentError, describe
+from instrument.errors import ConfigError, InstrumentError, describe
 
 
 def _file_kind(mode: int) -> str:
@@ -68,3 +69,19 @@ def read_small_text(path: str | Path, what: str, limit_bytes: int,
     except UnicodeDecodeError as err:
         raise error(describe(thing, f"byte {raw[err.start]:#04x} at offset {err.start}",
                              "UTF-8 text", "save the file as UTF-8")) from None
+
+
+def check_out_file(path: str | Path, what: str, suffixes: tuple[str, ...],
+                   folder_must_exist: bool = True) -> Path:
+    """Refuse an output path up front: a suffix not in ``suffixes``, a missing folder, or a
+    folder where a file should go (one line naming the option and the fix)."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise ConfigError(describe(f"{what} {str(p)!r}: file type", p.suffix or "no suffix",
+                                   ", ".join(suffixes), f"end the name in {suffixes[0]}"))
+    if folder_must_exist and not p.parent.is_dir():
+        raise ConfigError(f"{what} {str(p)!r}: folder {str(p.parent)!r} does not exist; create "
+                          "it first or write somewhere else")
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r}: is a folder; give a file name")
+    return p
